@@ -1,0 +1,139 @@
+"""PostgreSQL connections: a DSN locally, a Key Vault secret or a Microsoft Entra token in Azure.
+
+Three ways to connect, in this order of precedence:
+
+1. ``POSTGRES_DSN``: a libpq connection string (local development, tests, CI);
+2. ``POSTGRES_DSN_SECRET_URI``: a Key Vault secret holding the DSN, read with the managed
+   identity through ``azure-keyvault-secrets``;
+3. ``POSTGRES_HOST`` + ``POSTGRES_DATABASE`` + ``POSTGRES_USER``: Microsoft Entra
+   authentication, the password being an access token fetched for each new connection.
+
+Tokens expire (about an hour), so a connection kept for reuse has a bounded lifetime and is
+replaced before its token could matter. A connection is never shared between threads.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from shared import settings
+
+ENTRA_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
+MAX_LIFETIME_SECONDS = 30 * 60
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def redact(dsn: str) -> str:
+    """A DSN or URL with its password replaced, safe to log."""
+    dsn = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
+    return re.sub(r"(://[^:/@\s]+:)([^@\s]+)(@)", r"\1***\3", dsn)
+
+
+@dataclass(frozen=True)
+class ConnectionPlan:
+    """How to open a connection; ``password`` is called for each new connection."""
+
+    conninfo: str
+    password: Callable[[], str] | None = None
+    describe: str = ""
+
+
+def _secret_dsn(uri: str, credential: Any = None, client_factory: Callable[..., Any] | None = None) -> str:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    parts = [p for p in parsed.path.split("/") if p]
+    if len(parts) < 2 or parts[0] != "secrets":
+        raise ValueError("POSTGRES_DSN_SECRET_URI must look like https://<vault>.vault.azure.net/secrets/<name>[/<version>]")
+    if client_factory is None:
+        from azure.keyvault.secrets import SecretClient
+
+        client_factory = SecretClient
+    if credential is None:
+        credential = _default_credential()
+    client = client_factory(vault_url=f"{parsed.scheme}://{parsed.netloc}", credential=credential)
+    secret = client.get_secret(parts[1], parts[2] if len(parts) > 2 else None)
+    return str(secret.value)
+
+
+def _default_credential() -> Any:
+    from azure.identity import DefaultAzureCredential
+
+    client_id = settings.env("AZURE_CLIENT_ID")
+    return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
+
+
+def plan(credential: Any = None, secret_client_factory: Callable[..., Any] | None = None) -> ConnectionPlan:
+    """Decide how to connect from the app settings."""
+    dsn = settings.env("POSTGRES_DSN")
+    if dsn:
+        return ConnectionPlan(dsn, describe=redact(dsn))
+    secret_uri = settings.env("POSTGRES_DSN_SECRET_URI")
+    if secret_uri:
+        dsn = _secret_dsn(secret_uri, credential, secret_client_factory)
+        return ConnectionPlan(dsn, describe=f"Key Vault secret {secret_uri}: {redact(dsn)}")
+    host = settings.env("POSTGRES_HOST")
+    if host:
+        user = settings.env("POSTGRES_USER")
+        if not user:
+            raise RuntimeError("POSTGRES_USER must name the role mapped to the managed identity")
+        database = settings.env("POSTGRES_DATABASE", "postgres")
+        cred = credential or _default_credential()
+        conninfo = psycopg.conninfo.make_conninfo(host=host, dbname=database, user=user, sslmode="require")
+        return ConnectionPlan(
+            conninfo, password=lambda: cred.get_token(ENTRA_SCOPE).token, describe=f"{user}@{host}/{database} (Entra token)"
+        )
+    raise RuntimeError("no PostgreSQL configured: set POSTGRES_DSN, POSTGRES_DSN_SECRET_URI or POSTGRES_HOST")
+
+
+def connect(
+    p: ConnectionPlan | None = None, *, autocommit: bool = True, application_name: str = "csv-pipeline"
+) -> psycopg.Connection:
+    p = p or plan()
+    kwargs: dict[str, Any] = {"autocommit": autocommit, "application_name": application_name}
+    if "connect_timeout" not in p.conninfo:
+        kwargs["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    if p.password is not None:
+        kwargs["password"] = p.password()
+    return psycopg.connect(p.conninfo, **kwargs)
+
+
+class ConnectionCache:
+    """One connection per thread, reused across invocations, replaced when it is broken or
+    older than ``max_lifetime`` (so an Entra token never outlives its connection)."""
+
+    def __init__(
+        self, factory: Callable[[], psycopg.Connection] | None = None, max_lifetime: float = MAX_LIFETIME_SECONDS
+    ) -> None:
+        self.factory = factory or connect
+        self.max_lifetime = max_lifetime
+        self.local = threading.local()
+
+    def get(self) -> psycopg.Connection:
+        conn: psycopg.Connection | None = getattr(self.local, "conn", None)
+        born: float = getattr(self.local, "born", 0.0)
+        if conn is not None and (conn.closed or conn.broken or time.monotonic() - born > self.max_lifetime):
+            try:
+                conn.close()
+            finally:
+                conn = None
+        if conn is None:
+            conn = self.factory()
+            self.local.conn, self.local.born = conn, time.monotonic()
+        return conn
+
+    def discard(self) -> None:
+        conn = getattr(self.local, "conn", None)
+        self.local.conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone anyway
+                pass

@@ -1,0 +1,174 @@
+"""Ingest one raw blob: read it, run the transform, write the outputs, publish the manifest.
+
+Called by the ``ingest`` blob trigger, the ``ingest_request`` queue trigger (re-drives) and
+the CLI (a local file, with a ``FolderStore``). What is written, in order:
+
+1. the outputs (clean rows, aggregates, rejects, report), under run-specific names;
+2. the manifest, last: a reader who finds it can trust every output it names.
+
+A file that cannot be processed is refused with a code: the raw bytes are copied to
+``quarantine`` with an error report, and the returned manifest says ``rejected`` so that the
+loader records it in the ledger. Transient failures (storage timeouts, 5xx) are raised so
+that the trigger retries; nothing is published for a run that did not finish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from shared import layout, manifest, report, settings, source, transform
+from shared.contract import Contract
+from shared.faults import FileRefused
+from shared.storage import BlobInfo, Store
+
+log = logging.getLogger("pipeline.ingest")
+
+
+def ingest(
+    store: Store,
+    blob_name: str,
+    contracts: Mapping[str, Contract],
+    *,
+    container: str = layout.RAW,
+    run_id: str | None = None,
+    work_dir: Path | None = None,
+    reader: Callable[[], tuple[BlobInfo, Iterator[bytes]]] | None = None,
+) -> dict[str, Any]:
+    """Process ``container/blob_name`` and return its manifest (succeeded or rejected).
+
+    ``reader`` opens the raw blob (the trigger's own SDK client); by default ``store`` does."""
+    run_id = run_id or layout.new_run_id()
+    dataset = layout.dataset_of(blob_name)
+    paths = layout.run_paths(blob_name, run_id, dataset)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    info, blocks = reader() if reader else store.open_blocks(container, blob_name)
+    contract = contracts.get(dataset) if dataset else None
+    scratch = Path(tempfile.mkdtemp(prefix=f"ingest-{run_id}-", dir=work_dir or settings.work_dir()))
+    try:
+        try:
+            if not layout.accepted(blob_name):
+                raise FileRefused("unsupported_file", f"{blob_name!r} does not end in .csv or .csv.gz")
+            if contract is None:
+                known = ", ".join(sorted(contracts)) or "none"
+                where = f"folder {dataset!r}" if dataset else "no dataset folder"
+                raise FileRefused("unknown_dataset", f"{blob_name!r} is in {where}; known datasets: {known}")
+            t = time.perf_counter()
+            src = source.split(
+                blocks,
+                scratch / "chunks",
+                delimiter=contract.dialect.delimiter,
+                quote=contract.dialect.quote,
+                encoding=contract.dialect.encoding,
+                chunk_bytes=settings.chunk_bytes(),
+            )
+            timings["download_split"] = time.perf_counter() - t
+            t = time.perf_counter()
+            lineage = transform.Lineage(source_blob=blob_name, run_id=run_id, etag=info.etag)
+            result = transform.run(contract, src, scratch / "out", lineage)
+            timings["transform"] = time.perf_counter() - t
+        except FileRefused as refusal:
+            return _refuse(store, info, paths, contract, refusal, timings, started)
+
+        doc = _publish(store, info, paths, contract, src, result, timings, started)
+        log.info(
+            "ingested %s: %s read, %s valid, %s rejected, %s duplicate",
+            blob_name, result.rows_read, result.rows_valid, result.rows_rejected, result.rows_duplicate,
+            extra={"run_id": run_id, "dataset": contract.dataset, "source_blob": blob_name, "timings": doc["timings"]},
+        )  # fmt: skip
+        return doc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _publish(
+    store: Store,
+    info: BlobInfo,
+    paths: layout.RunPaths,
+    contract: Contract,
+    src: source.Source,
+    result: transform.Result,
+    timings: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
+    t = time.perf_counter()
+    outputs: dict[str, Any] = {"clean": manifest.blob_ref(paths.clean), "aggregates": {}, "distinct_values": {}}
+    store.upload_file(*paths.clean, result.outputs.clean)
+    for name, path in result.outputs.aggregates.items():
+        store.upload_file(*paths.aggregate(name), path)
+        outputs["aggregates"][name] = manifest.blob_ref(paths.aggregate(name))
+    for name, path in result.outputs.distinct_values.items():
+        store.upload_file(*paths.distinct(name), path)
+        outputs["distinct_values"][name] = manifest.blob_ref(paths.distinct(name))
+    if result.rows_rejected:
+        store.upload_file(*paths.rejects, result.outputs.rejects)
+        outputs["rejects"] = manifest.blob_ref(paths.rejects)
+    outputs["report"] = manifest.blob_ref(paths.report)
+    outputs["manifest"] = manifest.blob_ref(paths.manifest)
+    timings["upload"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+    doc = manifest.succeeded(
+        info=info,
+        paths=paths,
+        contract_version=contract.version,
+        counts={
+            "rows_read": result.rows_read,
+            "rows_valid": result.rows_valid,
+            "rows_rejected": result.rows_rejected,
+            "rows_duplicate": result.rows_duplicate,
+            "groups": result.groups,
+        },
+        outputs=outputs,
+        quality={"rejects_by_reason": result.rejects_by_reason, "columns": result.columns, "drift": result.drift},
+        source_format={
+            "encoding": src.encoding,
+            "compressed": src.compressed,
+            "delimiter": src.delimiter,
+            "line_end": {"\n": "LF or CRLF", "\r": "CR"}[src.eol],
+            "bytes_in": src.bytes_in,
+            "bytes_text": src.bytes_text,
+            "chunks": len(src.chunks),
+            **src.notes,
+        },
+        timings=timings,
+    )
+    store.upload_bytes(*paths.report, report.html_report(doc).encode(), "text/html; charset=utf-8")
+    store.upload_bytes(*paths.manifest, json.dumps(doc, indent=2, default=str).encode(), "application/json")
+    return doc
+
+
+def _refuse(
+    store: Store,
+    info: BlobInfo,
+    paths: layout.RunPaths,
+    contract: Contract | None,
+    refusal: FileRefused,
+    timings: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
+    """Quarantine the raw file with an error report; the run is recorded as rejected."""
+    copy = paths.quarantined_copy(info.name)
+    store.copy((info.container, info.name), copy)
+    timings["total"] = time.perf_counter() - started
+    doc = manifest.rejected(
+        info=info,
+        paths=paths,
+        contract_version=contract.version if contract else None,
+        code=refusal.code,
+        detail=refusal.detail,
+        outputs={"quarantined": manifest.blob_ref(copy), "error_report": manifest.blob_ref(paths.error_report)},
+        timings=timings,
+    )
+    store.upload_bytes(*paths.error_report, json.dumps(doc, indent=2, default=str).encode(), "application/json")
+    log.warning(
+        "refused %s: %s (%s)", info.name, refusal.code, refusal.detail,
+        extra={"run_id": paths.run_id, "dataset": paths.dataset, "source_blob": info.name, "error_code": refusal.code},
+    )  # fmt: skip
+    return doc

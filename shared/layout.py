@@ -1,0 +1,113 @@
+"""Where things live in storage: containers, queues, and the names of every output of a run.
+
+Raw blobs are named by whoever drops them; outputs are named by us. A raw name can hold any
+Unicode, ``..``, spaces or 1,000 characters, so output names never reuse it verbatim: they use
+a *source key*, a readable slug of the name plus a hash of the exact name, which is safe as a
+blob name, a file name and a log field, and still unique per source blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shared.contract import IDENTIFIER
+
+RAW = "raw"
+CURATED = "curated"
+QUARANTINE = "quarantine"
+CONTAINERS = (RAW, CURATED, QUARANTINE)
+
+LOAD_QUEUE = "load-requests"
+INGEST_QUEUE = "ingest-requests"
+QUEUES = (LOAD_QUEUE, INGEST_QUEUE)
+
+ACCEPTED_SUFFIXES = (".csv", ".csv.gz")
+UNKNOWN_DATASET = "_unknown"
+MAX_BLOB_NAME = 1024
+
+
+def dataset_of(blob_name: str) -> str | None:
+    """The dataset a raw blob belongs to: its first folder, if that is a valid dataset name."""
+    if "/" not in blob_name:
+        return None
+    first = blob_name.split("/", 1)[0]
+    return first if IDENTIFIER.match(first) else None
+
+
+def accepted(blob_name: str) -> bool:
+    return blob_name.lower().endswith(ACCEPTED_SUFFIXES)
+
+
+def source_key(blob_name: str) -> str:
+    """A safe, unique, readable key for a raw blob: ``<slug>-<12 hex of sha256(name)>``."""
+    digest = hashlib.sha256(blob_name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    tail = blob_name.split("/", 1)[1] if dataset_of(blob_name) else blob_name
+    ascii_name = unicodedata.normalize("NFKD", tail).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_name).strip("._-")
+    slug = re.sub(r"\.{2,}", ".", slug)[:80].strip("._-") or "blob"
+    return f"{slug}-{digest}"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Time-ordered and unique: runs of one source sort by when they started."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every blob a run of one source may write, as (container, name) pairs."""
+
+    dataset: str
+    source_key: str
+    run_id: str
+
+    @property
+    def clean(self) -> tuple[str, str]:
+        return CURATED, f"{self.dataset}/clean/{self.source_key}/{self.run_id}.parquet"
+
+    def aggregate(self, name: str) -> tuple[str, str]:
+        return CURATED, f"{self.dataset}/aggregates/{name}/{self.source_key}/{self.run_id}.parquet"
+
+    def distinct(self, name: str) -> tuple[str, str]:
+        return CURATED, f"{self.dataset}/distinct/{name}/{self.source_key}/{self.run_id}.parquet"
+
+    @property
+    def report(self) -> tuple[str, str]:
+        return CURATED, f"{self.dataset}/reports/{self.source_key}/{self.run_id}.html"
+
+    @property
+    def manifest(self) -> tuple[str, str]:
+        return CURATED, f"{self.dataset}/manifests/{self.source_key}/{self.run_id}.json"
+
+    @property
+    def rejects(self) -> tuple[str, str]:
+        return QUARANTINE, f"{self.dataset}/{self.source_key}/{self.run_id}/rejects.parquet"
+
+    @property
+    def error_report(self) -> tuple[str, str]:
+        return QUARANTINE, f"{self.dataset}/{self.source_key}/{self.run_id}/error.json"
+
+    def quarantined_copy(self, blob_name: str) -> tuple[str, str]:
+        leaf = source_key(blob_name.rsplit("/", 1)[-1])
+        suffix = ".csv.gz" if blob_name.lower().endswith(".gz") else ".csv" if accepted(blob_name) else ".bin"
+        return QUARANTINE, f"{self.dataset}/{self.source_key}/{self.run_id}/{leaf}{suffix}"
+
+    def prefixes(self) -> list[tuple[str, str]]:
+        """Prefixes that hold this source's outputs of every run (for pruning old runs)."""
+        return [
+            (CURATED, f"{self.dataset}/clean/{self.source_key}/"),
+            (CURATED, f"{self.dataset}/aggregates/"),
+            (CURATED, f"{self.dataset}/distinct/"),
+            (CURATED, f"{self.dataset}/reports/{self.source_key}/"),
+            (CURATED, f"{self.dataset}/manifests/{self.source_key}/"),
+        ]
+
+
+def run_paths(blob_name: str, run_id: str, dataset: str | None) -> RunPaths:
+    return RunPaths(dataset=dataset or UNKNOWN_DATASET, source_key=source_key(blob_name), run_id=run_id)

@@ -1,0 +1,253 @@
+"""Load a run's aggregates into PostgreSQL: binary COPY, per-file replace, ledger, one transaction.
+
+    COPY (binary) ─▶ temp staging tables        (private to this transaction)
+    pg_advisory_xact_lock(dataset, source blob) (serialises loads of the same source)
+    ledger: already loaded? a newer version loaded? ─▶ skip, recorded
+    DELETE the source's rows; INSERT from staging (per-file replace)
+    ledger row ─▶ loaded
+    COMMIT
+
+Because the replace and the ledger row commit together, a message delivered twice, a load
+killed half way or two versions racing can never leave a file counted twice or half. The
+lock is transaction-scoped, which stays correct behind PgBouncer in transaction mode (as
+Azure's built-in PgBouncer runs), where a session lock would leak to other clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from psycopg import Connection, sql
+
+from shared import layout, ledger, warehouse
+from shared.contract import Contract
+from shared.faults import PipelineError, is_permanent_database_error, is_transient
+from shared.storage import Store
+
+log = logging.getLogger("pipeline.load")
+
+
+@dataclass
+class Outcome:
+    status: str  # loaded | rejected | superseded | duplicate | stale | failed
+    source_blob: str
+    run_id: str
+    rows: dict[str, int] = field(default_factory=dict)
+    detail: str = ""
+    seconds: float = 0.0
+
+
+class Loader:
+    """Loads manifests with one cached connection; DDL is applied once per contract version."""
+
+    def __init__(
+        self, conn_factory: Any, store: Store, contracts: Mapping[str, Contract], ledger_schema: str = "pipeline"
+    ) -> None:
+        self.conn_factory = conn_factory
+        self.store = store
+        self.contracts = contracts
+        self.schema = ledger_schema
+        self._ready: set[tuple[str, int]] = set()
+        self._ledger_ready = False
+
+    def prepare(self, conn: Connection, contract: Contract | None) -> None:
+        if not self._ledger_ready:
+            ledger.ensure(conn, self.schema)
+            self._ledger_ready = True
+        if contract is not None and (contract.dataset, contract.version) not in self._ready:
+            warehouse.ensure(conn, contract, self.schema)
+            self._ready.add((contract.dataset, contract.version))
+
+    def load(self, request: dict[str, Any]) -> Outcome:
+        """Apply one load request (a manifest). Raises only for transient failures."""
+        conn = self.conn_factory()
+        started = time.perf_counter()
+        contract = self.contracts.get(request["dataset"])
+        try:
+            self.prepare(conn, contract)
+            outcome = self._load(conn, request, contract)
+        except Exception as exc:
+            if is_transient(exc):
+                _try_record_failure(conn, self.schema, request, exc)
+                raise
+            if not is_permanent_database_error(exc) and not isinstance(exc, PipelineError):
+                raise
+            code = getattr(exc, "code", None) if isinstance(exc, PipelineError) else "rejected_by_database"
+            detail = f"{type(exc).__name__}: {exc}"
+            with conn.transaction():
+                ledger.record(conn, self.schema, request, ledger.REJECTED, error_code=code, error_detail=detail[:4000])
+            outcome = Outcome("rejected", request["source"]["blob"], request["run_id"], detail=detail)
+        outcome.seconds = time.perf_counter() - started
+        log.info(
+            "load %s: %s", request["source"]["blob"], outcome.status,
+            extra={"run_id": request["run_id"], "dataset": request["dataset"], "source_blob": request["source"]["blob"],
+                   "status": outcome.status, "seconds": round(outcome.seconds, 3)},
+        )  # fmt: skip
+        return outcome
+
+    def _load(self, conn: Connection, request: dict[str, Any], contract: Contract | None) -> Outcome:
+        blob = request["source"]["blob"]
+        run_id = request["run_id"]
+        if request["status"] != "succeeded" or contract is None:
+            with conn.transaction():
+                _lock(conn, request["dataset"], blob)
+                ledger.record(conn, self.schema, request, ledger.REJECTED)
+            return Outcome("rejected", blob, run_id, detail=(request.get("error") or {}).get("code", "unknown_dataset"))
+        if request.get("contract_version") != contract.version:
+            detail = f"produced under contract v{request.get('contract_version')}, current is v{contract.version}: re-ingest"
+            with conn.transaction():
+                ledger.record(conn, self.schema, request, ledger.FAILED, error_code="stale_contract", error_detail=detail)
+            return Outcome("stale", blob, run_id, detail=detail)
+        early = self._skip_reason(conn, request, contract)
+        if early:
+            return Outcome(early, blob, run_id)
+
+        scratch = Path(tempfile.mkdtemp(prefix="load-"))
+        try:
+            frames = self._fetch(request, contract, scratch)
+            with conn.transaction():
+                staged = {name: _stage(conn, shape, frames[name]) for name, shape in warehouse.tables(contract) if name in frames}
+                _lock(conn, contract.dataset, blob)
+                late = self._skip_reason(conn, request, contract)
+                if late:
+                    if late == "superseded":
+                        ledger.record(conn, self.schema, request, ledger.SUPERSEDED)
+                    return Outcome(late, blob, run_id)
+                rows = {}
+                for name, shape in warehouse.tables(contract):
+                    rows[name] = _replace(conn, shape, staged.get(name), blob, run_id)
+                ledger.record(conn, self.schema, request, ledger.LOADED)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self._prune(request)
+        return Outcome("loaded", blob, run_id, rows=rows)
+
+    def _skip_reason(self, conn: Connection, request: dict[str, Any], contract: Contract) -> str | None:
+        """'duplicate' if this version is already loaded under this contract version,
+        'superseded' if a newer version of the blob is loaded."""
+        src = request["source"]
+        row = ledger.get(conn, self.schema, src["blob"], src["etag"])
+        if row and row["status"] == ledger.LOADED and row["contract_version"] == contract.version:
+            return "duplicate"
+        cur = ledger.current(conn, self.schema, src["blob"])
+        if cur and cur["etag"] != src["etag"] and cur["last_modified"] is not None:
+            from datetime import datetime
+
+            mine = datetime.fromisoformat(src["last_modified"])
+            if cur["last_modified"] > mine:
+                return "superseded"
+        return None
+
+    def _fetch(self, request: dict[str, Any], contract: Contract, scratch: Path) -> dict[str, pl.DataFrame]:
+        frames: dict[str, pl.DataFrame] = {}
+        outputs = request["outputs"]
+        refs = {f"aggregate:{k}": v for k, v in outputs.get("aggregates", {}).items()}
+        refs |= {f"distinct:{k}": v for k, v in outputs.get("distinct_values", {}).items()}
+        for name, ref in refs.items():
+            path = scratch / f"{name.replace(':', '-')}.parquet"
+            self.store.download_to(ref["container"], ref["name"], path)
+            frames[name] = pl.read_parquet(path)
+        missing = [name for name, _ in warehouse.tables(contract) if name not in frames]
+        if missing:
+            raise PipelineError("missing_output", f"the manifest names no output for {', '.join(missing)}")
+        return frames
+
+    def _prune(self, request: dict[str, Any]) -> None:
+        """Delete outputs of older runs of this source from ``curated`` (never newer ones)."""
+        try:
+            paths = layout.RunPaths(request["dataset"], request["source_key"], request["run_id"])
+            for container, prefix in paths.prefixes():
+                for info in self.store.list(container, prefix):
+                    parts = info.name.split("/")
+                    if paths.source_key not in parts:
+                        continue
+                    run = parts[-1].split(".", 1)[0]
+                    if run < paths.run_id:
+                        self.store.delete(container, info.name)
+        except Exception as exc:  # noqa: BLE001 - pruning is housekeeping; the load already committed
+            log.warning("pruning older outputs of %s failed: %s", request["source"]["blob"], exc)
+
+
+def _lock(conn: Connection, dataset: str, blob: str) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{dataset}/{blob}",))
+
+
+_COPY_TYPES = {"double precision": "float8", "bigint": "int8", "boolean": "bool"}
+
+
+def copy_type(pgtype: str) -> str:
+    base = pgtype.split("(", 1)[0].strip()
+    return _COPY_TYPES.get(base, base)
+
+
+def _stage(conn: Connection, shape: warehouse.TableShape, df: pl.DataFrame) -> sql.Identifier:
+    """COPY a frame into a temporary table that disappears at commit."""
+    stage = sql.Identifier(f"stage_{shape.table}"[:63])
+    cols = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in shape.columns]
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(stage, sql.SQL(", ").join(cols)))
+    copy_rows(conn, stage, shape.columns, df.select([n for n, _ in shape.columns]).iter_rows())
+    return stage
+
+
+def copy_rows(conn: Connection, table: sql.Composable, columns: list[tuple[str, str]], rows: Iterable[tuple[Any, ...]]) -> None:
+    """Binary COPY of rows into ``table``; the types are set so psycopg dumps in binary."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        table, sql.SQL(", ").join(sql.Identifier(n) for n, _ in columns)
+    )
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.set_types([copy_type(t) for _, t in columns])
+        for row in rows:
+            copy.write_row(row)
+
+
+def _replace(conn: Connection, shape: warehouse.TableShape, stage: sql.Identifier | None, blob: str, run_id: str) -> int:
+    target = sql.SQL("{}.{}").format(sql.Identifier(shape.schema), sql.Identifier(shape.table))
+    conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(target, sql.Identifier(warehouse.SOURCE_COL)), (blob,))
+    if stage is None:
+        return 0
+    names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in shape.columns)
+    cur = conn.execute(
+        sql.SQL("INSERT INTO {} ({}, {}, {}) SELECT {}, %s, %s FROM {}").format(
+            target, names, sql.Identifier(warehouse.SOURCE_COL), sql.Identifier(warehouse.RUN_COL), names, stage
+        ),
+        (blob, run_id),
+    )
+    return cur.rowcount
+
+
+def _try_record_failure(conn: Connection, schema: str, request: dict[str, Any], exc: BaseException) -> None:
+    try:
+        if not conn.closed and not conn.broken:
+            ledger.record_failure(conn, schema, request, type(exc).__name__, str(exc))
+    except Exception:  # noqa: BLE001 - the database may be the thing that is down
+        pass
+
+
+def remove_source(conn: Connection, contract: Contract, blob: str, schema: str) -> dict[str, int]:
+    """Remove a source blob's contribution from every table (explicit operator action)."""
+    removed = {}
+    with conn.transaction():
+        _lock(conn, contract.dataset, blob)
+        for name, shape in warehouse.tables(contract):
+            cur = conn.execute(
+                sql.SQL("DELETE FROM {}.{} WHERE {} = %s").format(
+                    sql.Identifier(shape.schema), sql.Identifier(shape.table), sql.Identifier(warehouse.SOURCE_COL)
+                ),
+                (blob,),
+            )
+            removed[name] = cur.rowcount
+        conn.execute(
+            sql.SQL("UPDATE {} SET status = 'removed', updated_at = now() WHERE source_blob = %s AND status = 'loaded'").format(
+                ledger.table(schema)
+            ),
+            (blob,),
+        )
+    return removed

@@ -1,0 +1,62 @@
+"""Structured logs: one JSON object per line, with the run's context and no secrets.
+
+Every record carries what an operator filters on (``run_id``, ``dataset``, ``source_blob``,
+``status``, ``timings``) when the code passes it as ``extra``. Passwords in DSNs and URLs are
+redacted from every message, whoever logs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+
+from shared.database import redact
+
+CONTEXT_FIELDS = (
+    "run_id", "dataset", "source_blob", "status", "timings", "seconds", "error_code",
+    "dequeue_count", "summary", "rows",
+)  # fmt: skip
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        for name in CONTEXT_FIELDS:
+            if hasattr(record, name):
+                doc[name] = getattr(record, name)
+        if record.exc_info:
+            doc["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(doc, default=str)
+
+
+class RedactingFilter(logging.Filter):
+    """For handlers we do not own (the Functions worker's): redact the formatted message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def configure(level: str | None = None, json_lines: bool | None = None) -> None:
+    """Log as JSON lines to stderr (``PIPELINE_LOG_FORMAT=json``) or as plain text."""
+    level = level or os.environ.get("PIPELINE_LOG_LEVEL", "WARNING")
+    if json_lines is None:
+        json_lines = os.environ.get("PIPELINE_LOG_FORMAT", "text") == "json"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger("pipeline")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False

@@ -1,0 +1,107 @@
+"""The manifest: what a run read, what it wrote, and how every row was accounted for.
+
+One JSON document per run, published last (after every output it names), so that a reader
+who finds a manifest can trust the whole set. The load queue carries a compact copy: the
+fields the loader needs, under the 64 KB a queue message may hold.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.layout import RunPaths
+from shared.storage import BlobInfo
+
+MANIFEST_VERSION = 1
+SUCCEEDED = "succeeded"
+REJECTED = "rejected"
+
+
+def _blob_url(pair: tuple[str, str]) -> dict[str, str]:
+    return {"container": pair[0], "name": pair[1]}
+
+
+def _source(info: BlobInfo) -> dict[str, Any]:
+    return {
+        "container": info.container,
+        "blob": info.name,
+        "etag": info.etag,
+        "last_modified": info.last_modified.astimezone(UTC).isoformat(),
+        "size": info.size,
+    }
+
+
+def succeeded(
+    *,
+    info: BlobInfo,
+    paths: RunPaths,
+    contract_version: int,
+    counts: dict[str, Any],
+    outputs: dict[str, Any],
+    quality: dict[str, Any],
+    source_format: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "status": SUCCEEDED,
+        "run_id": paths.run_id,
+        "dataset": paths.dataset,
+        "contract_version": contract_version,
+        "source": _source(info),
+        "source_key": paths.source_key,
+        "counts": counts,
+        "outputs": outputs,
+        "quality": quality,
+        "format": source_format,
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def rejected(
+    *,
+    info: BlobInfo,
+    paths: RunPaths,
+    contract_version: int | None,
+    code: str,
+    detail: str,
+    outputs: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "status": REJECTED,
+        "run_id": paths.run_id,
+        "dataset": paths.dataset,
+        "contract_version": contract_version,
+        "source": _source(info),
+        "source_key": paths.source_key,
+        "counts": {"rows_read": 0, "rows_valid": 0, "rows_rejected": 0, "rows_duplicate": 0, "groups": {}},
+        "error": {"code": code, "detail": detail},
+        "outputs": outputs,
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def load_request(manifest: dict[str, Any]) -> str:
+    """The queue message for the loader: the manifest without its quality details."""
+    compact = {k: v for k, v in manifest.items() if k not in ("quality", "format")}
+    return json.dumps(compact, separators=(",", ":"), default=str)
+
+
+def parse_request(body: str) -> dict[str, Any]:
+    doc = json.loads(body)
+    if not isinstance(doc, dict) or doc.get("manifest_version") != MANIFEST_VERSION:
+        raise ValueError("not a load request of this pipeline (manifest_version mismatch)")
+    for key in ("status", "run_id", "dataset", "source", "counts", "outputs"):
+        if key not in doc:
+            raise ValueError(f"load request lacks {key!r}")
+    return doc
+
+
+def blob_ref(pair: tuple[str, str]) -> dict[str, str]:
+    return _blob_url(pair)

@@ -1,0 +1,140 @@
+"""The nightly re-drive: find every raw blob version that has no good outcome, and ask for a run.
+
+Events get lost, runs fail, contracts change. Every night this compares the ``raw`` container
+with the ledger and re-queues, in a bounded batch, each blob version that:
+
+* has no ledger row at all (its event was missed, or it replaced an earlier version);
+* failed, and has waited out its back-off (1 h, 2 h, 4 h, … capped at a day);
+* was loaded or refused under an older contract version than the current one.
+
+A version that landed in the last ``grace`` minutes is left alone: its event is probably still
+on its way. Two timers firing together do no double work: the plan is made under a
+transaction-scoped advisory lock that the second one fails to take, and every re-driven
+version is stamped ``requeued_at`` so that it is not sent again within its back-off.
+
+Blobs that were loaded but have since been deleted from ``raw`` are counted and reported, never
+removed silently: removing a contribution is an explicit command (``python -m shared forget``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import Connection
+
+from shared import layout, ledger
+from shared.contract import Contract
+from shared.storage import Store
+
+log = logging.getLogger("pipeline.reprocess")
+
+LOCK = 0x5245_5052_4F43  # "REPROC"
+DEFAULT_GRACE = timedelta(minutes=30)
+DEFAULT_LIMIT = 500
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(timedelta(hours=1) * (2 ** max(0, attempts - 1)), timedelta(days=1))
+
+
+@dataclass
+class Plan:
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+    deferred: int = 0  # due, but beyond this run's batch limit
+    backing_off: int = 0
+    deleted_from_raw: list[str] = field(default_factory=list)
+    locked_out: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requeued": len(self.requests),
+            "reasons": self.reasons,
+            "deferred_to_next_run": self.deferred,
+            "backing_off": self.backing_off,
+            "loaded_but_deleted_from_raw": len(self.deleted_from_raw),
+            "skipped_another_run_holds_the_lock": self.locked_out,
+        }
+
+
+def make_plan(
+    store: Store,
+    conn: Connection,
+    schema: str,
+    contracts: Mapping[str, Contract],
+    *,
+    now: datetime | None = None,
+    grace: timedelta = DEFAULT_GRACE,
+    limit: int = DEFAULT_LIMIT,
+    prefix: str = "",
+) -> Plan:
+    """Decide what to re-drive and stamp it in the ledger, all in one locked transaction."""
+    now = now or datetime.now(UTC)
+    plan = Plan()
+    with conn.transaction():
+        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK,)).fetchone()
+        if not got or not got[0]:
+            plan.locked_out = True
+            return plan
+        rows = {(r["source_blob"], r["source_etag"]): r for r in ledger.all_rows(conn, schema)}
+        live: set[str] = set()
+        due: list[tuple[datetime, str, Any, str]] = []
+        for info in store.list(layout.RAW, prefix):
+            live.add(info.name)
+            if not layout.accepted(info.name) or info.last_modified > now - grace:
+                continue
+            reason = _reason(rows, info, contracts, now)
+            if reason == "backing_off":
+                plan.backing_off += 1
+            elif reason:
+                due.append((info.last_modified, info.name, info, reason))
+        due.sort(key=lambda d: (d[0], d[1]))
+        plan.deferred = max(0, len(due) - limit)
+        stamped = []
+        for _, name, info, reason in due[:limit]:
+            plan.reasons[reason] = plan.reasons.get(reason, 0) + 1
+            plan.requests.append(
+                {"container": layout.RAW, "blob": name, "etag": info.etag, "reason": reason, "requested_at": now.isoformat()}
+            )
+            stamped.append((name, info.etag, layout.dataset_of(name) or layout.UNKNOWN_DATASET, info.last_modified))
+        ledger.mark_requeued(conn, schema, stamped)
+        plan.deleted_from_raw = sorted(
+            {
+                blob
+                for (blob, _), r in rows.items()
+                if r["status"] == ledger.LOADED and blob not in live and blob.startswith(prefix)
+            }
+        )
+    log.info("nightly re-drive: %s", json.dumps(plan.summary()), extra={"summary": plan.summary()})
+    return plan
+
+
+def _reason(
+    rows: dict[tuple[str, str], dict[str, Any]], info: Any, contracts: Mapping[str, Contract], now: datetime
+) -> str | None:
+    row = rows.get((info.name, info.etag))
+    if row is None:
+        replaced = any(blob == info.name for blob, _ in rows)
+        return "new_version" if replaced else "missed"
+    requeued = row.get("requeued_at")
+    status = row["status"]
+    if status in (ledger.LOADED, ledger.REJECTED):
+        contract = contracts.get(row["dataset"])
+        if contract and row["contract_version"] is not None and row["contract_version"] < contract.version:
+            if requeued and requeued > now - backoff(row.get("requeues") or 1):
+                return "backing_off"
+            return "old_contract"
+        return None
+    if status in (ledger.SUPERSEDED, ledger.REMOVED):
+        return None
+    # failed, or queued and never heard of again
+    attempts = max(row.get("attempts") or 0, row.get("requeues") or 0, 1)
+    last = max(t for t in (row.get("updated_at"), requeued) if t is not None)
+    if last > now - backoff(attempts):
+        return "backing_off"
+    return "failed" if status == ledger.FAILED else "missed"

@@ -1,0 +1,405 @@
+"""A local stand-in for the Functions host, because Core Tools cannot be installed everywhere.
+
+It drives the very functions registered in ``function_app.py``: triggers, paths, queue names,
+connections and output bindings are read from ``app.get_functions()``, never wired a second
+time by hand. Against Azurite it behaves like the host where that matters:
+
+* **blob triggers** fire for every blob under the trigger path that has no receipt yet, as the
+  host's container scan does (in Azure, Flex Consumption uses Event Grid instead: the same
+  function, fired by a ``BlobCreated`` event; see the README). The function receives the SDK
+  ``BlobClient`` built by the blob extension's own converter. A failed blob is retried up to
+  ``maxDequeueCount`` times, then reported to ``webjobs-blobtrigger-poison``;
+* **queue triggers** receive messages decoded per ``messageEncoding``, with the real
+  ``DequeueCount``; a failure makes the message visible again after ``visibilityTimeout``,
+  and after ``maxDequeueCount`` deliveries it moves to ``<queue>-poison``;
+* **queue outputs** are sent after the function returns, and only if it succeeded;
+* **timers** fire on demand (``fire``), with the schedule's setting resolved as the host does.
+
+``run(until_idle=True)`` processes everything pending, including work that work creates, and
+returns when nothing is left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import typing
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import azure.functions as func
+from azure.functions.meta import Datum
+from azure.functions.queue import QueueMessageInConverter
+from azure.functions.timer import TimerRequestConverter
+
+from shared import settings, storage
+
+log = logging.getLogger("pipeline.runner")
+
+RECEIPTS_CONTAINER = "azure-webjobs-hosts"
+BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"
+PROCESSING_VISIBILITY = timedelta(minutes=5)
+
+
+class Out(func.Out):  # type: ignore[type-arg]
+    """An output binding value, as the worker hands one to a function."""
+
+    def __init__(self) -> None:
+        self._value: Any = None
+
+    def set(self, val: Any) -> None:
+        self._value = val
+
+    def get(self) -> Any:
+        return self._value
+
+
+@dataclass
+class FunctionSpec:
+    """One registered function, as its bindings describe it."""
+
+    name: str
+    function: Callable[..., Any]
+    trigger: dict[str, Any]
+    outputs: list[dict[str, Any]]
+    hints: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return str(self.trigger["type"])
+
+    @classmethod
+    def of(cls, fn: Any) -> FunctionSpec:
+        bindings = json.loads(fn.get_function_json())["bindings"]
+        trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
+        outputs = [b for b in bindings if b.get("direction") == "OUT"]
+        user = fn.get_user_function()
+        return cls(fn.get_function_name(), user, trigger, outputs, typing.get_type_hints(user))
+
+
+def resolve(value: str) -> str:
+    """``%SETTING%`` binding expressions, resolved from app settings as the host does."""
+    return re.sub(r"%([^%]+)%", lambda m: settings.env(m.group(1)) or "", value)
+
+
+def path_pattern(path: str) -> tuple[str, re.Pattern[str]]:
+    """``container/{a}/{b}`` -> the container and a regex for blob names under it: every
+    variable is one path segment, except the last, which takes the rest of the name."""
+    container, _, rest = path.partition("/")
+    parts = re.split(r"\{(\w+)\}", rest)  # literal, name, literal, name, ..., literal
+    regex = ""
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            regex += re.escape(part)
+        else:
+            regex += f"(?P<{part}>.+)" if i == len(parts) - 2 else f"(?P<{part}>[^/]+)"
+    return container, re.compile(f"^{regex}$")
+
+
+@dataclass
+class Stats:
+    invocations: int = 0
+    failures: int = 0
+    poisoned: int = 0
+    by_function: dict[str, int] = field(default_factory=dict)
+
+
+class LocalHost:
+    """Runs an app's functions against Azurite (or any storage account)."""
+
+    def __init__(
+        self,
+        app: func.FunctionApp,
+        *,
+        workers: int = 2,
+        poll_seconds: float = 0.2,
+        queue_overrides: dict[str, Any] | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.specs = [FunctionSpec.of(f) for f in app.get_functions()]
+        self.workers = workers
+        self.poll = poll_seconds
+        q = dict(settings.queue_settings()) | (queue_overrides or {})
+        self.max_dequeue = int(q.get("maxDequeueCount", 5))
+        self.retry_after = _timespan(q.get("visibilityTimeout", "00:00:00"))
+        self.batch = int(q.get("batchSize", 16))
+        self.on_event = on_event or log.info
+        self.stats = Stats()
+        self._lock = threading.Lock()
+        self._receipts: dict[str, set[tuple[str, str]]] = {}
+        self._blob_failures: dict[tuple[str, str, str], tuple[int, float]] = {}
+        self._busy_blobs: set[tuple[str, str, str]] = set()
+        self._services: dict[str, tuple[Any, Any]] = {}
+        self._stop = threading.Event()
+
+    # --- clients -------------------------------------------------------------------------
+
+    def services(self, connection: str) -> tuple[Any, Any]:
+        if connection not in self._services:
+            self._services[connection] = (storage.blob_service(connection), storage.queue_service(connection))
+        return self._services[connection]
+
+    def prepare(self) -> None:
+        """Create what the host would find or create: trigger containers and queues, poison queues."""
+        from azure.core.exceptions import ResourceExistsError
+
+        for spec in self.specs:
+            blobs, queues = self.services(spec.trigger.get("connection", "AzureWebJobsStorage"))
+            names = []
+            if spec.kind == "blobTrigger":
+                container, _ = path_pattern(spec.trigger["path"])
+                names = [container, RECEIPTS_CONTAINER]
+                for queue in (BLOB_POISON_QUEUE,):
+                    _create(queues.create_queue, queue)
+            elif spec.kind == "queueTrigger":
+                for queue in (spec.trigger["queueName"], spec.trigger["queueName"] + "-poison"):
+                    _create(queues.create_queue, queue)
+            for out in spec.outputs:
+                if out["type"] == "queue":
+                    _create(self.services(out["connection"])[1].create_queue, out["queueName"])
+            for name in names:
+                try:
+                    blobs.create_container(name)
+                except ResourceExistsError:
+                    pass
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self, *, until_idle: bool = True, timeout: float | None = None) -> Stats:
+        """Poll and dispatch until idle (or until ``stop()``/``timeout``)."""
+        self.prepare()
+        deadline = time.monotonic() + timeout if timeout else None
+        inflight: set[Future[Any]] = set()
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="fn") as pool:
+            while not self._stop.is_set():
+                inflight = {f for f in inflight if not f.done()}
+                started = self._dispatch(pool, inflight)
+                if until_idle and not inflight and not started and self._idle():
+                    break
+                if deadline and time.monotonic() > deadline:
+                    raise TimeoutError(f"the runner was still busy after {timeout} s")
+                if not started:
+                    time.sleep(self.poll)
+        return self.stats
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _dispatch(self, pool: ThreadPoolExecutor, inflight: set[Future[Any]]) -> int:
+        started = 0
+        for spec in self.specs:
+            free = self.workers - len(inflight)
+            if free <= 0:
+                break
+            if spec.kind == "blobTrigger":
+                for name, etag in self._new_blobs(spec)[:free]:
+                    key = (spec.name, name, etag)
+                    with self._lock:
+                        self._busy_blobs.add(key)
+                    inflight.add(pool.submit(self._invoke_blob, spec, name, etag))
+                    started += 1
+            elif spec.kind == "queueTrigger":
+                queue = self.services(spec.trigger["connection"])[1].get_queue_client(spec.trigger["queueName"])
+                for msg in queue.receive_messages(
+                    max_messages=min(free, self.batch, 32), visibility_timeout=int(PROCESSING_VISIBILITY.total_seconds())
+                ):
+                    inflight.add(pool.submit(self._invoke_queue, spec, queue, msg))
+                    started += 1
+                    free -= 1
+                    if free <= 0:
+                        break
+        return started
+
+    def _idle(self) -> bool:
+        for spec in self.specs:
+            if spec.kind == "blobTrigger" and self._new_blobs(spec, include_waiting=True):
+                return False
+            if spec.kind == "queueTrigger":
+                queue = self.services(spec.trigger["connection"])[1].get_queue_client(spec.trigger["queueName"])
+                if queue.get_queue_properties().approximate_message_count:
+                    return False
+        return True
+
+    # --- blob triggers -------------------------------------------------------------------
+
+    def _receipt_prefix(self, spec: FunctionSpec) -> str:
+        return f"blobreceipts/local-runner/{spec.name}/"
+
+    def _receipt_set(self, spec: FunctionSpec) -> set[tuple[str, str]]:
+        if spec.name not in self._receipts:
+            blobs, _ = self.services(spec.trigger["connection"])
+            prefix = self._receipt_prefix(spec)
+            found = set()
+            for b in blobs.get_container_client(RECEIPTS_CONTAINER).list_blobs(name_starts_with=prefix):
+                meta = b.name[len(prefix) :]
+                etag, _, name = meta.partition("/")
+                found.add((name, etag))
+            self._receipts[spec.name] = found
+        return self._receipts[spec.name]
+
+    def _new_blobs(self, spec: FunctionSpec, include_waiting: bool = False) -> list[tuple[str, str]]:
+        container, pattern = path_pattern(spec.trigger["path"])
+        blobs, _ = self.services(spec.trigger["connection"])
+        receipts = self._receipt_set(spec)
+        now = time.monotonic()
+        out = []
+        for b in blobs.get_container_client(container).list_blobs():
+            etag = b.etag.strip('"')
+            if not pattern.match(b.name) or (b.name, etag) in receipts:
+                continue
+            key = (spec.name, b.name, etag)
+            with self._lock:
+                if key in self._busy_blobs:
+                    continue
+                not_before = self._blob_failures.get(key, (0, 0.0))[1]
+            if not include_waiting and now < not_before:
+                continue
+            out.append((b.name, etag))
+        return out
+
+    def _write_receipt(self, spec: FunctionSpec, name: str, etag: str) -> None:
+        blobs, _ = self.services(spec.trigger["connection"])
+        blobs.get_blob_client(RECEIPTS_CONTAINER, f"{self._receipt_prefix(spec)}{etag}/{name}").upload_blob(b"", overwrite=True)
+        with self._lock:
+            self._receipt_set(spec).add((name, etag))
+
+    def _invoke_blob(self, spec: FunctionSpec, name: str, etag: str) -> None:
+        container, _ = path_pattern(spec.trigger["path"])
+        key = (spec.name, name, etag)
+        try:
+            arg = self._blob_argument(spec, container, name)
+            ok = self._call(spec, {spec.trigger["name"]: arg}, f"{container}/{name}")
+            with self._lock:
+                failures = self._blob_failures.get(key, (0, 0.0))[0] + (0 if ok else 1)
+            if ok:
+                self._write_receipt(spec, name, etag)
+            elif failures >= self.max_dequeue:
+                poison = json.dumps(
+                    {"FunctionId": spec.name, "BlobType": "BlockBlob", "ContainerName": container, "BlobName": name, "ETag": etag}
+                )
+                self.services(spec.trigger["connection"])[1].get_queue_client(BLOB_POISON_QUEUE).send_message(
+                    storage.encode_message(poison)
+                )
+                self._write_receipt(spec, name, etag)
+                self.stats.poisoned += 1
+                self.on_event(f"  {spec.name}: {container}/{name} failed {failures} times -> {BLOB_POISON_QUEUE}")
+            else:
+                with self._lock:
+                    self._blob_failures[key] = (failures, time.monotonic() + self.retry_after.total_seconds())
+        finally:
+            with self._lock:
+                self._busy_blobs.discard(key)
+
+    def _blob_argument(self, spec: FunctionSpec, container: str, name: str) -> Any:
+        hint = spec.hints.get(spec.trigger["name"])
+        from azurefunctions.extensions.bindings.blob import BlobClientConverter
+
+        content = json.dumps({"Connection": spec.trigger["connection"], "ContainerName": container, "BlobName": name})
+        model = SimpleNamespace(version="1.0", source="AzureStorageBlobs", content_type="application/json", content=content)
+        from azurefunctions.extensions.base import Datum as ExtDatum
+
+        if hint is None or not BlobClientConverter.check_input_type_annotation(hint):
+            raise TypeError(f"{spec.name}: the runner supports SDK-type blob triggers (BlobClient), not {hint!r}")
+        return BlobClientConverter.decode(ExtDatum(type="model_binding_data", value=model), trigger_metadata=None, pytype=hint)
+
+    # --- queue triggers ------------------------------------------------------------------
+
+    def _invoke_queue(self, spec: FunctionSpec, queue: Any, msg: Any) -> None:
+        try:
+            body = storage.decode_message(msg.content).encode("utf-8")
+        except Exception:  # noqa: BLE001 - the host fails such a message the same way
+            body = None
+        label = f"{spec.trigger['queueName']} #{msg.dequeue_count}"
+        ok = False
+        if body is not None:
+            meta = {
+                "Id": Datum(msg.id, "string"),
+                "DequeueCount": Datum(msg.dequeue_count, "int"),
+                "InsertionTime": Datum(_iso(msg.inserted_on), "string"),
+                "ExpirationTime": Datum(_iso(msg.expires_on), "string"),
+                "NextVisibleTime": Datum(_iso(msg.next_visible_on), "string"),
+                "PopReceipt": Datum(msg.pop_receipt, "string"),
+            }
+            arg = QueueMessageInConverter.decode(Datum(body, "bytes"), trigger_metadata=meta)
+            ok = self._call(spec, {spec.trigger["name"]: arg}, label)
+        if ok:
+            queue.delete_message(msg.id, msg.pop_receipt)
+        elif msg.dequeue_count >= self.max_dequeue:
+            poison = self.services(spec.trigger["connection"])[1].get_queue_client(spec.trigger["queueName"] + "-poison")
+            poison.send_message(msg.content)
+            queue.delete_message(msg.id, msg.pop_receipt)
+            self.stats.poisoned += 1
+            self.on_event(
+                f"  {spec.name}: message {msg.id} failed {msg.dequeue_count} times -> {spec.trigger['queueName']}-poison"
+            )
+        else:
+            queue.update_message(msg.id, msg.pop_receipt, visibility_timeout=int(self.retry_after.total_seconds()))
+
+    # --- timers --------------------------------------------------------------------------
+
+    def fire(self, function_name: str, *, past_due: bool = False) -> bool:
+        """Run a timer-triggered function now, as the host does when its schedule comes due."""
+        spec = next(s for s in self.specs if s.name == function_name)
+        if spec.kind != "timerTrigger":
+            raise ValueError(f"{function_name} is not a timer function")
+        self.prepare()
+        schedule = resolve(spec.trigger["schedule"])
+        info = json.dumps(
+            {"IsPastDue": past_due, "Schedule": {"AdjustForDST": True}, "ScheduleStatus": {"Last": _iso(datetime.now(UTC))}}
+        )
+        timer = TimerRequestConverter.decode(Datum(info, "json"), trigger_metadata=None)
+        return self._call(spec, {spec.trigger["name"]: timer}, f"schedule {schedule!r}")
+
+    # --- invocation ----------------------------------------------------------------------
+
+    def _call(self, spec: FunctionSpec, args: dict[str, Any], label: str) -> bool:
+        outs = {o["name"]: Out() for o in spec.outputs}
+        started = time.perf_counter()
+        with self._lock:
+            self.stats.invocations += 1
+            self.stats.by_function[spec.name] = self.stats.by_function.get(spec.name, 0) + 1
+        try:
+            spec.function(**args, **outs)
+        except Exception as exc:
+            with self._lock:
+                self.stats.failures += 1
+            self.on_event(
+                f"  {spec.name}: {label} failed after {time.perf_counter() - started:.2f} s: {type(exc).__name__}: {exc}"
+            )
+            log.debug("invocation failed", exc_info=True)
+            return False
+        for binding in spec.outputs:
+            value = outs[binding["name"]].get()
+            if value is None or binding["type"] != "queue":
+                continue
+            queue = self.services(binding["connection"])[1].get_queue_client(binding["queueName"])
+            for item in value if isinstance(value, list) else [value]:
+                text = item.decode("utf-8") if isinstance(item, bytes) else str(item)
+                queue.send_message(storage.encode_message(text))
+        self.on_event(f"  {spec.name}: {label} done in {time.perf_counter() - started:.2f} s")
+        return True
+
+
+def _create(create: Callable[[str], Any], name: str) -> None:
+    from azure.core.exceptions import ResourceExistsError
+
+    try:
+        create(name)
+    except ResourceExistsError:
+        pass
+
+
+def _timespan(value: str) -> timedelta:
+    h, m, s = (float(x) for x in str(value).split(":"))
+    return timedelta(hours=h, minutes=m, seconds=s)
+
+
+def _iso(value: datetime | None) -> str:
+    return (value or datetime.now(UTC)).isoformat()

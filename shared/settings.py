@@ -1,0 +1,73 @@
+"""Configuration from app settings and environment variables only.
+
+Locally these come from ``local.settings.json`` (``func start``) or the shell (the runner and
+the CLI); in Azure from the Function App's app settings, which ``infra/`` sets. Every name
+the code reads is listed in ``SETTINGS`` so that a test can check that the Bicep sets them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+DATA_CONNECTION = "DataStorage"
+"""The connection setting (prefix) of the data account: ``raw``, ``curated``, ``quarantine``
+and the queues. Locally ``DataStorage=UseDevelopmentStorage=true``; in Azure the identity-based
+``DataStorage__blobServiceUri``, ``__queueServiceUri``, ``__credential`` and ``__clientId``."""
+
+SETTINGS = {
+    "DataStorage": "data account connection (a connection string, or the __serviceUri family)",
+    "POSTGRES_DSN": "libpq connection string (local development)",
+    "POSTGRES_DSN_SECRET_URI": "Key Vault secret holding a DSN, read with the managed identity",
+    "POSTGRES_HOST": "PostgreSQL host for Microsoft Entra authentication",
+    "POSTGRES_DATABASE": "PostgreSQL database for Microsoft Entra authentication",
+    "POSTGRES_USER": "PostgreSQL role mapped to the managed identity",
+    "AZURE_CLIENT_ID": "client id of the user-assigned managed identity",
+    "REPROCESS_SCHEDULE": "NCRONTAB of the nightly re-drive (default 0 0 2 * * *)",
+    "PIPELINE_CONTRACTS_DIR": "folder of dataset contracts (default: contracts/ in the app)",
+    "PIPELINE_LEDGER_SCHEMA": "PostgreSQL schema of the ledger (default: pipeline)",
+    "PIPELINE_WORK_DIR": "scratch folder for downloads and outputs (default: the system temp)",
+    "PIPELINE_CHUNK_MB": "size of the record-aligned chunks a CSV is cut into (default 32)",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": "Application Insights; telemetry is off without it",
+}
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def contracts_dir() -> Path:
+    return Path(env("PIPELINE_CONTRACTS_DIR") or APP_ROOT / "contracts")
+
+
+def ledger_schema() -> str:
+    return env("PIPELINE_LEDGER_SCHEMA", "pipeline") or "pipeline"
+
+
+def work_dir() -> Path | None:
+    value = env("PIPELINE_WORK_DIR")
+    return Path(value) if value else None
+
+
+def chunk_bytes() -> int:
+    return int(float(env("PIPELINE_CHUNK_MB", "32") or 32) * 1024 * 1024)
+
+
+@cache
+def host_config() -> dict:
+    """``host.json``: the runner and every queue sender follow its queue settings."""
+    return json.loads((APP_ROOT / "host.json").read_text())
+
+
+def queue_settings() -> dict:
+    return host_config().get("extensions", {}).get("queues", {})
+
+
+def message_encoding() -> str:
+    """``base64`` (the host's default) or ``none``: how queue message bodies are encoded."""
+    return str(queue_settings().get("messageEncoding", "base64")).lower()

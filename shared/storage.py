@@ -1,0 +1,283 @@
+"""Blob and queue I/O at the edge: the data account in Azure or Azurite, or a local folder.
+
+``BlobStore`` talks to a storage account through the same connection setting the bindings
+use (a connection string locally, identity-based ``__serviceUri``/``__credential``/
+``__clientId`` settings in Azure). ``FolderStore`` implements the same calls on a local
+folder, so that the CLI can process a file with the very same code path and no Azure at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from shared import settings
+
+DOWNLOAD_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    container: str
+    name: str
+    etag: str
+    last_modified: datetime
+    size: int
+
+
+class Store(Protocol):
+    def open_blocks(self, container: str, name: str) -> tuple[BlobInfo, Iterator[bytes]]: ...
+    def info(self, container: str, name: str) -> BlobInfo: ...
+    def upload_file(self, container: str, name: str, path: Path, content_type: str = ...) -> None: ...
+    def upload_bytes(self, container: str, name: str, data: bytes, content_type: str = ...) -> None: ...
+    def download_to(self, container: str, name: str, path: Path) -> None: ...
+    def read_bytes(self, container: str, name: str) -> bytes: ...
+    def list(self, container: str, prefix: str = "") -> Iterator[BlobInfo]: ...
+    def delete(self, container: str, name: str) -> None: ...
+    def copy(self, src: tuple[str, str], dst: tuple[str, str]) -> None: ...
+
+
+# --- Azure / Azurite --------------------------------------------------------------------------
+
+
+def _credential(connection: str) -> Any:
+    """The identity of an identity-based connection, as the Functions host resolves it."""
+    kind = settings.env(f"{connection}__credential")
+    client_id = settings.env(f"{connection}__clientId")
+    if kind == "managedidentity":
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
+
+
+def _service_uri(connection: str, service: str) -> str | None:
+    return settings.env(f"{connection}__{service}ServiceUri") or (
+        settings.env(f"{connection}__serviceUri") if service == "blob" else None
+    )
+
+
+def blob_service(connection: str = settings.DATA_CONNECTION) -> Any:
+    from azure.storage.blob import BlobServiceClient
+
+    conn_str = settings.env(connection)
+    if conn_str:
+        return BlobServiceClient.from_connection_string(conn_str)
+    uri = _service_uri(connection, "blob")
+    if not uri:
+        raise RuntimeError(f"app setting {connection} (or {connection}__blobServiceUri) is not set")
+    return BlobServiceClient(account_url=uri, credential=_credential(connection))
+
+
+def queue_service(connection: str = settings.DATA_CONNECTION) -> Any:
+    from azure.storage.queue import QueueServiceClient
+
+    conn_str = settings.env(connection)
+    if conn_str:
+        return QueueServiceClient.from_connection_string(conn_str)
+    uri = _service_uri(connection, "queue")
+    if not uri:
+        raise RuntimeError(f"app setting {connection} (or {connection}__queueServiceUri) is not set")
+    return QueueServiceClient(account_url=uri, credential=_credential(connection))
+
+
+def open_client(client: Any) -> tuple[BlobInfo, Iterator[bytes]]:
+    """A blob's properties and its bytes in blocks, pinned to that version by ETag: if the blob
+    is replaced mid-download the read fails (and is retried) instead of mixing two versions."""
+    from azure.core import MatchConditions
+
+    props = client.get_blob_properties()
+    info = BlobInfo(client.container_name, client.blob_name, props.etag, props.last_modified, props.size)
+    if props.size == 0:
+        return info, iter(())
+    downloader = client.download_blob(etag=props.etag, match_condition=MatchConditions.IfNotModified, max_concurrency=2)
+    return info, downloader.chunks()
+
+
+class BlobStore:
+    def __init__(self, service: Any | None = None) -> None:
+        self.service = service or blob_service()
+
+    def _blob(self, container: str, name: str) -> Any:
+        return self.service.get_blob_client(container, name)
+
+    def info(self, container: str, name: str) -> BlobInfo:
+        p = self._blob(container, name).get_blob_properties()
+        return BlobInfo(container, name, p.etag, p.last_modified, p.size)
+
+    def open_blocks(self, container: str, name: str) -> tuple[BlobInfo, Iterator[bytes]]:
+        return open_client(self._blob(container, name))
+
+    def upload_file(self, container: str, name: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        from azure.storage.blob import ContentSettings
+
+        with open(path, "rb") as fh:
+            self._blob(container, name).upload_blob(
+                fh, overwrite=True, max_concurrency=2, content_settings=ContentSettings(content_type=content_type)
+            )
+
+    def upload_bytes(self, container: str, name: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        from azure.storage.blob import ContentSettings
+
+        self._blob(container, name).upload_blob(data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
+
+    def download_to(self, container: str, name: str, path: Path) -> None:
+        with open(path, "wb") as fh:
+            self._blob(container, name).download_blob(max_concurrency=2).readinto(fh)
+
+    def read_bytes(self, container: str, name: str) -> bytes:
+        return self._blob(container, name).download_blob().readall()
+
+    def list(self, container: str, prefix: str = "") -> Iterator[BlobInfo]:
+        for b in self.service.get_container_client(container).list_blobs(name_starts_with=prefix or None):
+            yield BlobInfo(container, b.name, b.etag, b.last_modified, b.size)
+
+    def delete(self, container: str, name: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._blob(container, name).delete_blob()
+        except ResourceNotFoundError:
+            pass
+
+    def copy(self, src: tuple[str, str], dst: tuple[str, str]) -> None:
+        """Streamed through this process: works with any credential, no SAS needed."""
+        source = self._blob(*src)
+        size = source.get_blob_properties().size
+        data = source.download_blob().chunks() if size else iter([b""])
+        self._blob(*dst).upload_blob(_Reader(data), length=size, overwrite=True)
+
+    def ensure_containers(self, names: tuple[str, ...]) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        for name in names:
+            try:
+                self.service.create_container(name)
+            except ResourceExistsError:
+                pass
+
+
+class _Reader:
+    """A file-like view of an iterator of blocks, for streamed uploads."""
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self.blocks = blocks
+        self.buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.buffer) < size:
+            try:
+                self.buffer += next(self.blocks)
+            except StopIteration:
+                break
+        if size < 0:
+            out, self.buffer = self.buffer, b""
+        else:
+            out, self.buffer = self.buffer[:size], self.buffer[size:]
+        return out
+
+
+# --- a local folder -------------------------------------------------------------------------
+
+
+class FolderStore:
+    """Containers as sub-folders of ``root``: for processing local files without Azure."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path(self, container: str, name: str) -> Path:
+        target = (self.root / container / name).resolve()
+        if not target.is_relative_to(self.root / container):
+            raise ValueError(f"blob name escapes its container: {name!r}")
+        return target
+
+    def info(self, container: str, name: str) -> BlobInfo:
+        st = self.path(container, name).stat()
+        return BlobInfo(
+            container, name, f'"{st.st_mtime_ns:x}-{st.st_size:x}"', datetime.fromtimestamp(st.st_mtime, UTC), st.st_size
+        )
+
+    def open_blocks(self, container: str, name: str) -> tuple[BlobInfo, Iterator[bytes]]:
+        from shared.source import file_blocks
+
+        return self.info(container, name), file_blocks(self.path(container, name), DOWNLOAD_CHUNK)
+
+    def upload_file(self, container: str, name: str, path: Path, content_type: str = "") -> None:
+        target = self.path(container, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".partial")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+
+    def upload_bytes(self, container: str, name: str, data: bytes, content_type: str = "") -> None:
+        target = self.path(container, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".partial")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+    def download_to(self, container: str, name: str, path: Path) -> None:
+        shutil.copyfile(self.path(container, name), path)
+
+    def read_bytes(self, container: str, name: str) -> bytes:
+        return self.path(container, name).read_bytes()
+
+    def list(self, container: str, prefix: str = "") -> Iterator[BlobInfo]:
+        base = self.root / container
+        if not base.exists():
+            return
+        for p in sorted(base.rglob("*")):
+            name = p.relative_to(base).as_posix()
+            if p.is_file() and name.startswith(prefix) and not name.endswith(".partial"):
+                yield self.info(container, name)
+
+    def delete(self, container: str, name: str) -> None:
+        self.path(container, name).unlink(missing_ok=True)
+
+    def copy(self, src: tuple[str, str], dst: tuple[str, str]) -> None:
+        self.upload_file(*dst, self.path(*src))
+
+
+# --- queues -----------------------------------------------------------------------------------
+
+
+def encode_message(text: str) -> str:
+    """Encode a queue message body the way the Functions host expects (host.json)."""
+    if settings.message_encoding() == "base64":
+        return base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return text
+
+
+def decode_message(body: str) -> str:
+    if settings.message_encoding() == "base64":
+        return base64.b64decode(body).decode("utf-8")
+    return body
+
+
+class QueueSender:
+    """Sends messages the way a queue output binding would, for code outside a binding."""
+
+    def __init__(self, service: Any | None = None) -> None:
+        self.service = service or queue_service()
+
+    def send(self, queue: str, text: str, visibility_timeout: int | None = None) -> None:
+        self.service.get_queue_client(queue).send_message(encode_message(text), visibility_timeout=visibility_timeout)
+
+    def ensure_queues(self, names: tuple[str, ...]) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        for name in names:
+            for queue in (name, f"{name}-poison"):
+                try:
+                    self.service.create_queue(queue)
+                except ResourceExistsError:
+                    pass

@@ -1,0 +1,97 @@
+"""The work behind each trigger of ``function_app.py``, with its clients built once per worker.
+
+Contracts are loaded when this module is imported, so a broken contract stops the Function
+App at start-up (with the file, line and problem in the host log) instead of failing at the
+first blob. Heavy imports (polars, psycopg, the storage SDK) wait for the first invocation to
+keep cold starts short.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import cache
+from typing import Any
+
+from shared import layout, settings
+from shared.contract import load_contracts
+
+log = logging.getLogger("pipeline.triggers")
+
+CONTRACTS = load_contracts(settings.contracts_dir())
+
+
+@cache
+def _store() -> Any:
+    from shared.storage import BlobStore
+
+    return BlobStore()
+
+
+@cache
+def _connections() -> Any:
+    from shared.database import ConnectionCache
+
+    return ConnectionCache()
+
+
+@cache
+def _loader() -> Any:
+    from shared.load import Loader
+
+    return Loader(_connections().get, _store(), CONTRACTS, settings.ledger_schema())
+
+
+def ingest_blob(client: Any) -> str:
+    """Blob trigger: ingest the blob the SDK client points at; return the load request."""
+    from shared import ingest, manifest, storage
+
+    doc = ingest.ingest(
+        _store(), client.blob_name, CONTRACTS, container=client.container_name, reader=lambda: storage.open_client(client)
+    )
+    return manifest.load_request(doc)
+
+
+def ingest_requested(body: str) -> str | None:
+    """Queue trigger: a re-drive asks for a raw blob to be ingested again."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from shared import ingest, manifest
+
+    request = json.loads(body)
+    container, blob = request.get("container", layout.RAW), request["blob"]
+    try:
+        doc = ingest.ingest(_store(), blob, CONTRACTS, container=container)
+    except ResourceNotFoundError:
+        log.warning("re-drive of %s skipped: the blob no longer exists", blob, extra={"source_blob": blob})
+        return None
+    return manifest.load_request(doc)
+
+
+def load_requested(body: str, dequeue_count: int = 1) -> None:
+    """Queue trigger: load a manifest into PostgreSQL. Raises (so the host retries) only when
+    the failure is transient; permanent failures are recorded in the ledger and acknowledged."""
+    from shared import manifest
+
+    request = manifest.parse_request(body)
+    try:
+        _loader().load(request)
+    except Exception:
+        _connections().discard()  # a fresh connection for the retry
+        log.warning(
+            "load of %s failed (delivery %d); the host will retry", request["source"]["blob"], dequeue_count,
+            extra={"run_id": request["run_id"], "source_blob": request["source"]["blob"], "dequeue_count": dequeue_count},
+        )  # fmt: skip
+        raise
+
+
+def nightly(past_due: bool = False) -> list[str]:
+    """Timer: re-queue whatever was missed or failed; return the ingest requests to send."""
+    from shared import reprocess
+
+    conn = _connections().get()
+    _loader().prepare(conn, None)
+    plan = reprocess.make_plan(_store(), conn, settings.ledger_schema(), CONTRACTS)
+    if past_due:
+        log.info("the nightly re-drive ran late (past due)")
+    return [json.dumps(r) for r in plan.requests]
