@@ -84,6 +84,17 @@ class FunctionSpec:
         return cls(fn.get_function_name(), user, trigger, outputs, typing.get_type_hints(user))
 
 
+_REGISTERED: dict[int, list[FunctionSpec]] = {}
+
+
+def registered(app: func.FunctionApp) -> list[FunctionSpec]:
+    """The app's functions. ``get_functions()`` validates names against what it indexed before,
+    so it can only be called once per app object (as the worker does): remember the answer."""
+    if id(app) not in _REGISTERED:
+        _REGISTERED[id(app)] = [FunctionSpec.of(f) for f in app.get_functions()]
+    return _REGISTERED[id(app)]
+
+
 def resolve(value: str) -> str:
     """``%SETTING%`` binding expressions, resolved from app settings as the host does."""
     return re.sub(r"%([^%]+)%", lambda m: settings.env(m.group(1)) or "", value)
@@ -123,7 +134,7 @@ class LocalHost:
         queue_overrides: dict[str, Any] | None = None,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
-        self.specs = [FunctionSpec.of(f) for f in app.get_functions()]
+        self.specs = registered(app)
         self.workers = workers
         self.poll = poll_seconds
         q = dict(settings.queue_settings()) | (queue_overrides or {})

@@ -28,6 +28,8 @@ SETTINGS = {
     "POSTGRES_USER": "PostgreSQL role mapped to the managed identity",
     "AZURE_CLIENT_ID": "client id of the user-assigned managed identity",
     "REPROCESS_SCHEDULE": "NCRONTAB of the nightly re-drive (default 0 0 2 * * *)",
+    "REPROCESS_GRACE_MINUTES": "blobs younger than this are left to their own event (default 30)",
+    "REPROCESS_BATCH": "most re-drives one night sends (default 500)",
     "PIPELINE_CONTRACTS_DIR": "folder of dataset contracts (default: contracts/ in the app)",
     "PIPELINE_LEDGER_SCHEMA": "PostgreSQL schema of the ledger (default: pipeline)",
     "PIPELINE_WORK_DIR": "scratch folder for downloads and outputs (default: the system temp)",
@@ -43,6 +45,14 @@ def env(name: str, default: str | None = None) -> str | None:
 
 def contracts_dir() -> Path:
     return Path(env("PIPELINE_CONTRACTS_DIR") or APP_ROOT / "contracts")
+
+
+def reprocess_grace_minutes() -> float:
+    return float(env("REPROCESS_GRACE_MINUTES", "30") or 30)
+
+
+def reprocess_batch() -> int:
+    return int(env("REPROCESS_BATCH", "500") or 500)
 
 
 def ledger_schema() -> str:

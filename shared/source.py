@@ -154,9 +154,11 @@ def _peekable(blocks: Iterable[bytes]) -> _Peekable:
 def _gunzip(blocks: Iterable[bytes]) -> Iterator[bytes]:
     # wbits=47 accepts gzip; a new decompressor per member handles concatenated gzip files.
     inflater = zlib.decompressobj(wbits=47)
+    member_open = False
     try:
         for block in blocks:
             while block:
+                member_open = True
                 out = inflater.decompress(block, 8 * 1024 * 1024)
                 if out:
                     yield out
@@ -164,9 +166,10 @@ def _gunzip(blocks: Iterable[bytes]) -> Iterator[bytes]:
                     out = inflater.decompress(inflater.unconsumed_tail, 8 * 1024 * 1024)
                     if out:
                         yield out
-                block = inflater.unused_data
                 if inflater.eof:
+                    block = inflater.unused_data
                     inflater = zlib.decompressobj(wbits=47)
+                    member_open = False
                 else:
                     block = b""
         tail = inflater.flush()
@@ -174,6 +177,8 @@ def _gunzip(blocks: Iterable[bytes]) -> Iterator[bytes]:
             yield tail
     except zlib.error as exc:
         raise FileRefused("undecodable", f"the gzip stream is corrupt: {exc}") from None
+    if member_open and not inflater.eof:
+        raise FileRefused("undecodable", "the gzip stream is truncated: the file was cut short")
 
 
 # --- encodings ------------------------------------------------------------------------------
@@ -315,7 +320,8 @@ def _parse_header(header: str, delimiter: str, quote: str | None) -> list[str]:
 
 
 def _write_chunks(blocks: Iterable[bytes], workdir: Path, quote: str | None, eol: str, chunk_bytes: int) -> list[Path]:
-    """Write record-aligned chunk files; a cut is only made where the quote count is even."""
+    """Write record-aligned chunk files of about ``chunk_bytes`` (larger only for a record that
+    is itself larger); a cut is only made at a line end outside quotes."""
     q = quote.encode() if quote else None
     e = eol.encode()
     paths: list[Path] = []
@@ -328,13 +334,12 @@ def _write_chunks(blocks: Iterable[bytes], workdir: Path, quote: str | None, eol
 
     for block in blocks:
         pending += block
-        if len(pending) < chunk_bytes:
-            continue
-        cut = _record_cut(pending, q, e)
-        if cut <= 0:
-            continue  # one record longer than a chunk: keep reading
-        flush(pending[:cut])
-        del pending[:cut]
+        while len(pending) >= chunk_bytes:
+            cut = _record_cut(pending, q, e, chunk_bytes)
+            if cut <= 0:
+                break  # one record longer than a chunk and not complete yet: keep reading
+            flush(pending[:cut])
+            del pending[:cut]
     if pending:
         if not pending.endswith(e):
             pending += e
@@ -342,18 +347,26 @@ def _write_chunks(blocks: Iterable[bytes], workdir: Path, quote: str | None, eol
     return paths
 
 
-def _record_cut(buf: bytearray, q: bytes | None, e: bytes) -> int:
-    """Index just past the last line end outside quotes, or 0 if there is none.
+def _record_cut(buf: bytearray, q: bytes | None, e: bytes, limit: int) -> int:
+    """Index just past the last record-ending line end before ``limit`` (or, for a record
+    longer than ``limit``, the first one after it); 0 if the buffer holds no complete record.
 
-    Every earlier cut was made outside quotes, so the buffer starts outside quotes and a line
-    end is a record boundary exactly when the number of quote characters before it is even
-    (an escaped quote is doubled and so keeps the parity)."""
-    end = len(buf)
+    The buffer always starts outside quotes (every cut is made outside quotes), so a line end
+    ends a record exactly when the number of quote characters before it is even (an escaped
+    quote is doubled and so keeps the parity)."""
     has_quotes = q is not None and buf.find(q) >= 0
-    while True:
-        pos = buf.rfind(e, 0, end)
-        if pos < 0:
-            return 0
-        if not has_quotes or buf.count(q, 0, pos) % 2 == 0:  # type: ignore[arg-type]
+
+    def outside(pos: int) -> bool:
+        return not has_quotes or buf.count(q, 0, pos) % 2 == 0  # type: ignore[arg-type]
+
+    end = limit
+    while (pos := buf.rfind(e, 0, end)) >= 0:
+        if outside(pos):
             return pos + 1
         end = pos
+    start = limit
+    while (pos := buf.find(e, start)) >= 0:
+        if outside(pos):
+            return pos + 1
+        start = pos + 1
+    return 0

@@ -24,11 +24,16 @@ DOWNLOAD_CHUNK = 8 * 1024 * 1024
 
 @dataclass(frozen=True)
 class BlobInfo:
+    """A blob version. The ETag is kept without quotes: listing and properties disagree on them."""
+
     container: str
     name: str
     etag: str
     last_modified: datetime
     size: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "etag", self.etag.strip('"'))
 
 
 class Store(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -91,7 +92,22 @@ def nightly(past_due: bool = False) -> list[str]:
 
     conn = _connections().get()
     _loader().prepare(conn, None)
-    plan = reprocess.make_plan(_store(), conn, settings.ledger_schema(), CONTRACTS)
+    plan = reprocess.make_plan(
+        _store(),
+        conn,
+        settings.ledger_schema(),
+        CONTRACTS,
+        grace=timedelta(minutes=settings.reprocess_grace_minutes()),
+        limit=settings.reprocess_batch(),
+    )
     if past_due:
         log.info("the nightly re-drive ran late (past due)")
     return [json.dumps(r) for r in plan.requests]
+
+
+def reset() -> None:
+    """Forget the clients built from earlier settings (the local runner and tests switch them)."""
+    if _connections.cache_info().currsize:
+        _connections().discard()
+    for built in (_loader, _connections, _store):
+        built.cache_clear()
