@@ -290,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, default=2)
     d.add_argument("--data-dir", default=".data/samples")
     d.set_defaults(func=cmd_demo)
+
+    from shared import contract_tools, operations
+
+    contract_tools.register(sub)  # infer, check, report
+    operations.register(sub)  # status, replay, backfill, forget
     return p
 
 
