@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from shared import layout, manifest, report, settings, source, transform
+from shared import layout, manifest, report, settings, source, telemetry, transform
 from shared.contract import Contract
 from shared.faults import FileRefused
 from shared.storage import BlobInfo, Store
@@ -40,10 +40,13 @@ def ingest(
     run_id: str | None = None,
     work_dir: Path | None = None,
     reader: Callable[[], tuple[BlobInfo, Iterator[bytes]]] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Process ``container/blob_name`` and return its manifest (succeeded or rejected).
 
-    ``reader`` opens the raw blob (the trigger's own SDK client); by default ``store`` does."""
+    ``reader`` opens the raw blob (the trigger's own SDK client); by default ``store`` does.
+    ``force`` (a replay) asks the loader to replace the source's rows even if this very version
+    was loaded before."""
     run_id = run_id or layout.new_run_id()
     dataset = layout.dataset_of(blob_name)
     paths = layout.run_paths(blob_name, run_id, dataset)
@@ -52,15 +55,38 @@ def ingest(
     info, blocks = reader() if reader else store.open_blocks(container, blob_name)
     contract = contracts.get(dataset) if dataset else None
     scratch = Path(tempfile.mkdtemp(prefix=f"ingest-{run_id}-", dir=work_dir or settings.work_dir()))
+    span_attrs = {"dataset": paths.dataset, "source_blob": blob_name, "run_id": run_id}
     try:
-        try:
-            if not layout.accepted(blob_name):
-                raise FileRefused("unsupported_file", f"{blob_name!r} does not end in .csv or .csv.gz")
-            if contract is None:
-                known = ", ".join(sorted(contracts)) or "none"
-                where = f"folder {dataset!r}" if dataset else "no dataset folder"
-                raise FileRefused("unknown_dataset", f"{blob_name!r} is in {where}; known datasets: {known}")
-            t = time.perf_counter()
+        with telemetry.stage("ingest", None, **span_attrs):
+            doc = _run(store, info, blocks, paths, contract, contracts, scratch, timings, started, force)
+        telemetry.count_file(paths.dataset, "ingest", doc["status"])
+        telemetry.count_rows(paths.dataset, doc["counts"])
+        return doc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(
+    store: Store,
+    info: BlobInfo,
+    blocks: Iterator[bytes],
+    paths: layout.RunPaths,
+    contract: Contract | None,
+    contracts: Mapping[str, Contract],
+    scratch: Path,
+    timings: dict[str, float],
+    started: float,
+    force: bool,
+) -> dict[str, Any]:
+    blob_name, run_id, dataset = info.name, paths.run_id, layout.dataset_of(info.name)
+    try:
+        if not layout.accepted(blob_name):
+            raise FileRefused("unsupported_file", f"{blob_name!r} does not end in .csv or .csv.gz")
+        if contract is None:
+            known = ", ".join(sorted(contracts)) or "none"
+            where = f"folder {dataset!r}" if dataset else "no dataset folder"
+            raise FileRefused("unknown_dataset", f"{blob_name!r} is in {where}; known datasets: {known}")
+        with telemetry.stage("download_split", timings, dataset=contract.dataset):
             src = source.split(
                 blocks,
                 scratch / "chunks",
@@ -69,23 +95,21 @@ def ingest(
                 encoding=contract.dialect.encoding,
                 chunk_bytes=settings.chunk_bytes(),
             )
-            timings["download_split"] = time.perf_counter() - t
-            t = time.perf_counter()
+        with telemetry.stage("transform", timings, dataset=contract.dataset):
             lineage = transform.Lineage(source_blob=blob_name, run_id=run_id, etag=info.etag)
             result = transform.run(contract, src, scratch / "out", lineage)
-            timings["transform"] = time.perf_counter() - t
-        except FileRefused as refusal:
-            return _refuse(store, info, paths, contract, refusal, timings, started)
-
-        doc = _publish(store, info, paths, contract, src, result, timings, started)
-        log.info(
-            "ingested %s: %s read, %s valid, %s rejected, %s duplicate",
-            blob_name, result.rows_read, result.rows_valid, result.rows_rejected, result.rows_duplicate,
-            extra={"run_id": run_id, "dataset": contract.dataset, "source_blob": blob_name, "timings": doc["timings"]},
-        )  # fmt: skip
+    except FileRefused as refusal:
+        doc = _refuse(store, info, paths, contract, refusal, timings, started)
+        doc["force"] = force
         return doc
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+
+    doc = _publish(store, info, paths, contract, src, result, timings, started, force)
+    log.info(
+        "ingested %s: %s read, %s valid, %s rejected, %s duplicate",
+        blob_name, result.rows_read, result.rows_valid, result.rows_rejected, result.rows_duplicate,
+        extra={"run_id": run_id, "dataset": contract.dataset, "source_blob": blob_name, "timings": doc["timings"]},
+    )  # fmt: skip
+    return doc
 
 
 def _publish(
@@ -97,6 +121,7 @@ def _publish(
     result: transform.Result,
     timings: dict[str, float],
     started: float,
+    force: bool,
 ) -> dict[str, Any]:
     t = time.perf_counter()
     outputs: dict[str, Any] = {"clean": manifest.blob_ref(paths.clean), "aggregates": {}, "distinct_values": {}}
@@ -139,6 +164,7 @@ def _publish(
         },
         timings=timings,
     )
+    doc["force"] = force
     store.upload_bytes(*paths.report, report.html_report(doc).encode(), "text/html; charset=utf-8")
     store.upload_bytes(*paths.manifest, json.dumps(doc, indent=2, default=str).encode(), "application/json")
     return doc

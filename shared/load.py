@@ -27,7 +27,7 @@ from typing import Any
 import polars as pl
 from psycopg import Connection, sql
 
-from shared import layout, ledger, warehouse
+from shared import layout, ledger, telemetry, warehouse
 from shared.contract import Contract
 from shared.faults import PipelineError, is_permanent_database_error, is_transient
 from shared.storage import Store
@@ -73,7 +73,9 @@ class Loader:
         contract = self.contracts.get(request["dataset"])
         try:
             self.prepare(conn, contract)
-            outcome = self._load(conn, request, contract)
+            attrs = {"dataset": request["dataset"], "source_blob": request["source"]["blob"], "run_id": request["run_id"]}
+            with telemetry.stage("load", None, **attrs):
+                outcome = self._load(conn, request, contract)
         except Exception as exc:
             if is_transient(exc):
                 _try_record_failure(conn, self.schema, request, exc)
@@ -86,6 +88,7 @@ class Loader:
                 ledger.record(conn, self.schema, request, ledger.REJECTED, error_code=code, error_detail=detail[:4000])
             outcome = Outcome("rejected", request["source"]["blob"], request["run_id"], detail=detail)
         outcome.seconds = time.perf_counter() - started
+        telemetry.count_file(request["dataset"], "load", outcome.status)
         log.info(
             "load %s: %s", request["source"]["blob"], outcome.status,
             extra={"run_id": request["run_id"], "dataset": request["dataset"], "source_blob": request["source"]["blob"],
@@ -135,7 +138,8 @@ class Loader:
         'superseded' if a newer version of the blob is loaded."""
         src = request["source"]
         row = ledger.get(conn, self.schema, src["blob"], src["etag"])
-        if row and row["status"] == ledger.LOADED and row["contract_version"] == contract.version:
+        already = row and row["status"] == ledger.LOADED and row["contract_version"] == contract.version
+        if already and (not request.get("force") or row["run_id"] == request["run_id"]):  # type: ignore[index]
             return "duplicate"
         cur = ledger.current(conn, self.schema, src["blob"])
         if cur and cur["etag"] != src["etag"] and cur["last_modified"] is not None:

@@ -60,3 +60,22 @@ def configure(level: str | None = None, json_lines: bool | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def protect() -> None:
+    """Inside the Functions worker, whose handlers we do not own: redact every record as it is
+    created (a record factory applies to all loggers, including the SDKs' own)."""
+    old = logging.getLogRecordFactory()
+    if getattr(old, "redacting", False):
+        return
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = old(*args, **kwargs)  # type: ignore[arg-type]
+        RedactingFilter().filter(record)
+        return record
+
+    factory.redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+    logger = logging.getLogger("pipeline")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)

@@ -72,15 +72,18 @@ def make_plan(
     grace: timedelta = DEFAULT_GRACE,
     limit: int = DEFAULT_LIMIT,
     prefix: str = "",
+    dry_run: bool = False,
 ) -> Plan:
-    """Decide what to re-drive and stamp it in the ledger, all in one locked transaction."""
+    """Decide what to re-drive and stamp it in the ledger, all in one locked transaction
+    (``dry_run``: decide only, for ``status``)."""
     now = now or datetime.now(UTC)
     plan = Plan()
     with conn.transaction():
-        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK,)).fetchone()
-        if not got or not got[0]:
-            plan.locked_out = True
-            return plan
+        if not dry_run:
+            got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK,)).fetchone()
+            if not got or not got[0]:
+                plan.locked_out = True
+                return plan
         rows = {(r["source_blob"], r["source_etag"]): r for r in ledger.all_rows(conn, schema)}
         live: set[str] = set()
         due: list[tuple[datetime, str, Any, str]] = []
@@ -102,7 +105,8 @@ def make_plan(
                 {"container": layout.RAW, "blob": name, "etag": info.etag, "reason": reason, "requested_at": now.isoformat()}
             )
             stamped.append((name, info.etag, layout.dataset_of(name) or layout.UNKNOWN_DATASET, info.last_modified))
-        ledger.mark_requeued(conn, schema, stamped)
+        if not dry_run:
+            ledger.mark_requeued(conn, schema, stamped)
         plan.deleted_from_raw = sorted(
             {
                 blob
@@ -110,7 +114,8 @@ def make_plan(
                 if r["status"] == ledger.LOADED and blob not in live and blob.startswith(prefix)
             }
         )
-    log.info("nightly re-drive: %s", json.dumps(plan.summary()), extra={"summary": plan.summary()})
+    if not dry_run:
+        log.info("nightly re-drive: %s", json.dumps(plan.summary()), extra={"summary": plan.summary()})
     return plan
 
 

@@ -14,12 +14,14 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from shared import layout, settings
+from shared import layout, logs, settings, telemetry
 from shared.contract import load_contracts
 
 log = logging.getLogger("pipeline.triggers")
 
 CONTRACTS = load_contracts(settings.contracts_dir())
+logs.protect()
+telemetry.configure()
 
 
 @cache
@@ -62,7 +64,7 @@ def ingest_requested(body: str) -> str | None:
     request = json.loads(body)
     container, blob = request.get("container", layout.RAW), request["blob"]
     try:
-        doc = ingest.ingest(_store(), blob, CONTRACTS, container=container)
+        doc = ingest.ingest(_store(), blob, CONTRACTS, container=container, force=bool(request.get("force")))
     except ResourceNotFoundError:
         log.warning("re-drive of %s skipped: the blob no longer exists", blob, extra={"source_blob": blob})
         return None
@@ -100,8 +102,17 @@ def nightly(past_due: bool = False) -> list[str]:
         grace=timedelta(minutes=settings.reprocess_grace_minutes()),
         limit=settings.reprocess_batch(),
     )
-    if past_due:
-        log.info("the nightly re-drive ran late (past due)")
+    from shared import poison
+    from shared.storage import queue_service
+
+    parked = poison.counts(queue_service())
+    log.info(
+        "nightly: %d re-drive(s) %s; poison queues %s%s",
+        len(plan.requests), plan.reasons, parked, " (ran late)" if past_due else "",
+        extra={"summary": {**plan.summary(), "poison": parked}},
+    )  # fmt: skip
+    if sum(parked.values()):
+        log.warning("%d message(s) wait in poison queues: python -m shared replay --poison", sum(parked.values()))
     return [json.dumps(r) for r in plan.requests]
 
 
