@@ -46,6 +46,9 @@ log = logging.getLogger("pipeline.runner")
 RECEIPTS_CONTAINER = "azure-webjobs-hosts"
 BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"
 PROCESSING_VISIBILITY = timedelta(minutes=5)
+"""How long a received message stays invisible while a function works on it (the host renews
+its lease as long as the function runs; the runner takes one long lease). If the runner dies,
+the message comes back after this; ``PIPELINE_RUNNER_LEASE_SECONDS`` overrides it."""
 
 
 class Out(func.Out):  # type: ignore[type-arg]
@@ -141,6 +144,7 @@ class LocalHost:
         self.max_dequeue = int(q.get("maxDequeueCount", 5))
         self.retry_after = _timespan(q.get("visibilityTimeout", "00:00:00"))
         self.batch = int(q.get("batchSize", 16))
+        self.lease = int(float(settings.env("PIPELINE_RUNNER_LEASE_SECONDS") or PROCESSING_VISIBILITY.total_seconds()))
         self.on_event = on_event or log.info
         self.stats = Stats()
         self._lock = threading.Lock()
@@ -218,9 +222,7 @@ class LocalHost:
                     started += 1
             elif spec.kind == "queueTrigger":
                 queue = self.services(spec.trigger["connection"])[1].get_queue_client(spec.trigger["queueName"])
-                for msg in queue.receive_messages(
-                    max_messages=min(free, self.batch, 32), visibility_timeout=int(PROCESSING_VISIBILITY.total_seconds())
-                ):
+                for msg in queue.receive_messages(max_messages=min(free, self.batch, 32), visibility_timeout=self.lease):
                     inflight.add(pool.submit(self._invoke_queue, spec, queue, msg))
                     started += 1
                     free -= 1

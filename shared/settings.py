@@ -35,6 +35,7 @@ SETTINGS = {
     "PIPELINE_WORK_DIR": "scratch folder for downloads and outputs (default: the system temp)",
     "PIPELINE_CHUNK_MB": "size of the record-aligned chunks a CSV is cut into (default 32)",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "Application Insights; telemetry is off without it",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=AAD;ClientId=<id>: ingest telemetry with the identity",
 }
 
 
