@@ -12,7 +12,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,26 @@ BUCKETS = ("hour", "day", "week", "month", "quarter", "year")
 ENCODINGS = ("auto", "utf-8", "utf-16", "cp1252", "latin-1")
 EXTRA_POLICIES = ("discard", "keep", "reject_file")
 MISSING_POLICIES = ("allow", "reject_file")
+AMBIGUOUS_TIMES = ("reject", "earliest", "latest")
+
+# polars runs a column's pattern with Rust's regex engine, which has no look-around and no
+# back-references: a pattern Python accepts could still fail at the first file. These are
+# refused when the contract is loaded instead (no polars import: start-up stays fast).
+_REGEX_TOKEN = re.compile(r"\\.|\[\^?\]?(?:\\.|[^\]\\])*\]|\(\?<?[=!]|\(\?>|\(\?\(|\(\?P=|[*+?}]\+|.", re.DOTALL)
+_UNSUPPORTED_ESCAPES = {*(f"\\{d}" for d in "123456789"), "\\Z"}
+
+
+def unsupported_regex(pattern: str) -> str | None:
+    """The first construct of ``pattern`` that polars' regex engine does not have, if any."""
+    for match in _REGEX_TOKEN.finditer(pattern):
+        token = match.group(0)
+        if token.startswith("\\"):
+            if token in _UNSUPPORTED_ESCAPES:
+                return token
+        elif len(token) > 1 and not token.startswith("["):
+            return token
+    return None
+
 
 DEFAULT_TRUE = ("true", "t", "yes", "y", "1")
 DEFAULT_FALSE = ("false", "f", "no", "n", "0")
@@ -62,6 +82,7 @@ class Column:
     max: Any = None
     formats: tuple[str, ...] = ()
     timezone: str = "UTC"
+    ambiguous: str = "reject"
     scale: int = 2
     true_values: tuple[str, ...] = DEFAULT_TRUE
     false_values: tuple[str, ...] = DEFAULT_FALSE
@@ -145,7 +166,10 @@ def normalise_header(name: str) -> str:
 def load_contract(path: Path | str) -> Contract:
     """Read and validate one contract file; raise ContractError with the line on any problem."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContractError(path, None, "", f"not UTF-8 text (byte {exc.start}): save the contract as UTF-8") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -342,7 +366,7 @@ class _Reader:
             raise self.fail(where, "each column is a table")
         allowed_keys = (
             "name", "source", "type", "required", "trim", "case", "null_values", "map", "allowed",
-            "pattern", "min", "max", "formats", "timezone", "scale", "true_values", "false_values",
+            "pattern", "min", "max", "formats", "timezone", "ambiguous", "scale", "true_values", "false_values",
         )  # fmt: skip
         self.unknown_keys(raw, allowed_keys, where)
         name = self.identifier(self.get(raw, "name", str, where), (*where, "name"))
@@ -360,6 +384,13 @@ class _Reader:
                 re.compile(pattern)
             except re.error as exc:
                 raise self.fail((*where, "pattern"), f"not a valid regular expression: {exc}") from None
+            unsupported = unsupported_regex(pattern)
+            if unsupported:
+                raise self.fail(
+                    (*where, "pattern"),
+                    f"{unsupported!r} is not supported: patterns run in polars (Rust regex), "
+                    "which has no look-around, back-references, atomic groups, possessive repeats or \\Z",
+                )
         formats = tuple(self.strings(raw, "formats", where, ()))
         if kind == "date" and not formats:
             formats = ("%Y-%m-%d",)
@@ -387,6 +418,11 @@ class _Reader:
                 ZoneInfo(timezone)
             except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
                 raise self.fail((*where, "timezone"), f"unknown time zone {timezone!r}") from None
+        elif "timezone" in raw:
+            raise self.fail((*where, "timezone"), "only timestamp columns take a time zone")
+        ambiguous = self.choice(self.get(raw, "ambiguous", str, where, "reject"), AMBIGUOUS_TIMES, (*where, "ambiguous"))
+        if "ambiguous" in raw and kind != "timestamp":
+            raise self.fail((*where, "ambiguous"), "only timestamp columns take an ambiguous-time rule")
         col = Column(
             name=name,
             source=source,
@@ -402,6 +438,7 @@ class _Reader:
             max=self.bound(raw, "max", kind, where),
             formats=formats,
             timezone=timezone,
+            ambiguous=ambiguous,
             scale=scale,
             true_values=tuple(v.casefold() for v in self.strings(raw, "true_values", where, DEFAULT_TRUE)),
             false_values=tuple(v.casefold() for v in self.strings(raw, "false_values", where, DEFAULT_FALSE)),
@@ -413,7 +450,25 @@ class _Reader:
             )
         if col.min is not None and col.max is not None and col.min > col.max:
             raise self.fail((*where, "min"), "min is greater than max")
+        self.reachable(col, raw, where)
         return col
+
+    def reachable(self, col: Column, raw: Mapping[str, Any], where: tuple[str | int, ...]) -> None:
+        """Refuse rules that can never match: the map sees text after trimming and the case
+        rule, and the allowed values see it after the map. An allowed "Cash" under
+        ``case = "upper"`` would reject every row, silently, so it is a contract error."""
+        convert = {"upper": str.upper, "lower": str.lower, "title": str.title}.get(col.case)
+        if convert is None:
+            return
+        for key in col.mapping:
+            if convert(key) != key:
+                raise self.fail((*where, "map"), f"map key {key!r} can never match: values are {col.case}-cased first")
+        targets = set(col.mapping.values())
+        for value in col.allowed:
+            if convert(value) != value and value not in targets:
+                raise self.fail(
+                    (*where, "allowed"), f"allowed value {value!r} can never match: values are {col.case}-cased first"
+                )
 
     def bound(self, raw: Mapping[str, Any], key: str, kind: str, where: tuple[str | int, ...]) -> Any:
         if key not in raw:
@@ -438,7 +493,22 @@ class _Reader:
                 return date.fromisoformat(str(value))
             except ValueError:
                 raise self.fail((*where, key), f"expected a date like 2020-01-31, got {value!r}") from None
+        if kind == "timestamp":
+            return self.instant(value, (*where, key))
         raise self.fail((*where, key), f"{kind} columns take no {key}")
+
+    def instant(self, value: Any, where: tuple[str | int, ...]) -> datetime:
+        """A timestamp bound: a TOML date-time (or ISO text); without an offset it is UTC."""
+        if isinstance(value, datetime):
+            moment = value
+        elif isinstance(value, date):
+            moment = datetime(value.year, value.month, value.day)
+        else:
+            try:
+                moment = datetime.fromisoformat(str(value))
+            except ValueError:
+                raise self.fail(where, f"expected a date-time like 2020-01-31T00:00:00Z, got {value!r}") from None
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
     def aggregate(self, raw: Any, i: int, columns: tuple[Column, ...]) -> Aggregate:
         where: tuple[str | int, ...] = ("aggregates", i)

@@ -68,12 +68,35 @@ def cleaned_name(column: Column) -> str:
     return f"__clean_{column.name}"
 
 
-def column_rules(column: Column, raw: str) -> ColumnRules:
-    """Build the expressions for ``column`` whose raw text sits in the column named ``raw``."""
+ABSENT = "__absent"
+"""The raw column the transform points a contract column at when the file lacks it (all null)."""
+
+
+def null_tokens(column: Column) -> list[str]:
+    """The texts that mean "no value" for a column, as they compare after trimming.
+
+    An empty field is always missing for a typed column (no number, date or flag is spelt
+    ""), whatever the list says. Only a string column can keep "" as a value, and only when
+    its contract leaves "" out of ``null_values`` on purpose."""
+    tokens = list(dict.fromkeys(t.strip() if column.trim else t for t in column.null_values))
+    if column.type != "string" and "" not in tokens:
+        tokens.append("")
+    return tokens
+
+
+def column_rules(column: Column, raw: str, *, absent: bool | None = None) -> ColumnRules:
+    """Build the expressions for ``column`` whose raw text sits in the column named ``raw``.
+
+    ``absent`` says the file has no such column (by default: ``raw`` is ``ABSENT``); its
+    values are then null whatever the null tokens are."""
     text = pl.col(raw)
+    tokens = null_tokens(column)
+    if "" not in tokens and not (raw == ABSENT if absent is None else absent):
+        # polars reads an unquoted empty field as null, a quoted one ("") as "": without ""
+        # among the null tokens both are the empty string, as the contract asks.
+        text = text.fill_null("")
     if column.trim:
         text = text.str.strip_chars()
-    tokens = [t.strip() if column.trim else t for t in column.null_values]
     if tokens == [""]:
         text = pl.when(text.str.len_bytes() > 0).then(text)
     elif tokens:
@@ -118,7 +141,13 @@ def column_rules(column: Column, raw: str) -> ColumnRules:
 
 
 def _literal(column: Column, bound: object) -> pl.Expr:
-    return pl.lit(bound, dtype=dtype_of(column)) if column.type in ("decimal", "date") else pl.lit(bound)
+    if column.type in ("decimal", "date", "timestamp"):
+        return pl.lit(bound, dtype=dtype_of(column))
+    return pl.lit(bound)
+
+
+AMBIGUOUS = {"reject": "null", "earliest": "earliest", "latest": "latest"}
+"""Contract spelling of a repeated wall-clock time's resolution -> polars' ``ambiguous``."""
 
 
 def _parse(column: Column, c: pl.Expr) -> pl.Expr:
@@ -150,10 +179,15 @@ def _parse(column: Column, c: pl.Expr) -> pl.Expr:
     if kind == "timestamp":
         parsed = []
         for fmt in column.formats:
-            # A value with its own offset is exact; a naive one is read in the contract's zone.
-            zone = "UTC" if has_zone(fmt) else column.timezone
-            ts = c.str.to_datetime(fmt, time_unit="us", time_zone=zone, strict=False, ambiguous="null")
-            parsed.append(ts.dt.convert_time_zone("UTC"))
+            if has_zone(fmt):  # a value with its own offset is exact
+                parsed.append(c.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False))
+                continue
+            # A naive value is read in the contract's zone. A wall-clock time that zone skips
+            # (the spring-forward gap) is no instant at all: invalid, never a crash of the run;
+            # one it repeats (the autumn fall-back) is resolved as the contract says.
+            naive = c.str.to_datetime(fmt, time_unit="us", strict=False)
+            ts = naive.dt.replace_time_zone(column.timezone, ambiguous=AMBIGUOUS[column.ambiguous], non_existent="null")
+            parsed.append(ts if column.timezone == "UTC" else ts.dt.convert_time_zone("UTC"))
         value = parsed[0] if len(parsed) == 1 else pl.coalesce(parsed)
         return pl.when(value.dt.year() >= 1000).then(value)
     raise ValueError(kind)  # the contract loader rejects unknown types first
