@@ -1,7 +1,9 @@
 """The quality report of a run: a self-contained HTML page, and the same summary as text.
 
-The page has no scripts and no external assets (the chart is inline SVG), so it opens
-offline from the blob, a download or a mail attachment.
+Both are made from the manifest alone, so a report can be rebuilt for any past run and the
+command line (``python -m shared report``) prints exactly what the page shows. The page has
+no scripts, no external assets and no links (the chart is inline SVG), so it opens offline
+from the blob, a download or a mail attachment.
 """
 
 from __future__ import annotations
@@ -10,47 +12,129 @@ import html
 from typing import Any
 
 from shared.faults import FILE_REASONS
+from shared.rules import ROW_REASON_MEANINGS
+
+CHART_BARS = 12
+TEXT_REASONS = 12
+
+
+# --- what both views show ---------------------------------------------------------------------
+
+
+def reasons_by_code(manifest: dict[str, Any]) -> list[tuple[str, int, list[tuple[str | None, int]]]]:
+    """Rejected rows per reason code, most first, each with its columns (most first)."""
+    per: dict[str, list[tuple[str | None, int]]] = {}
+    for r in manifest.get("quality", {}).get("rejects_by_reason", []):
+        per.setdefault(r["reason"], []).append((r.get("column"), int(r["rows"])))
+    out = [(reason, sum(n for _, n in cols), sorted(cols, key=lambda c: (-c[1], c[0] or ""))) for reason, cols in per.items()]
+    return sorted(out, key=lambda r: (-r[1], r[0]))
+
+
+def drift_notes(manifest: dict[str, Any]) -> list[str]:
+    """Schema drift, one sentence each; empty when the header is what the contract says."""
+    drift = manifest.get("quality", {}).get("drift", {})
+    notes = []
+    if drift.get("extra_columns"):
+        policy = drift.get("extra_columns_policy", "discard")
+        fate = {"keep": "kept as extra_* columns of the clean rows", "discard": "left out of every output"}.get(policy, policy)
+        notes.append(f"columns not in the contract ({fate}): {', '.join(drift['extra_columns'])}")
+    if drift.get("missing_optional_columns"):
+        notes.append(f"optional columns missing (their values are null): {', '.join(drift['missing_optional_columns'])}")
+    if drift.get("column_order_changed"):
+        notes.append("columns arrive in another order than the contract lists them (matched by name)")
+    if drift.get("unnamed_columns"):
+        notes.append(f"{drift['unnamed_columns']} column(s) with an empty header name (ignored)")
+    return notes
+
+
+def format_notes(manifest: dict[str, Any]) -> str:
+    """How the bytes arrived: encoding, compression, delimiter, line ends, repairs."""
+    f = manifest.get("format") or {}
+    if not f:
+        return ""
+    parts = [str(f.get("encoding", "?"))]
+    if f.get("compressed"):
+        parts.append("gzip")
+    if f.get("delimiter"):
+        parts.append(f"delimiter {f['delimiter']!r}")
+    if f.get("line_end"):
+        parts.append(f"line ends {f['line_end']}")
+    if f.get("nul_bytes_removed"):
+        parts.append(f"{f['nul_bytes_removed']:,} NUL bytes removed")
+    if f.get("bytes_in") is not None:
+        parts.append(f"{f['bytes_in']:,} bytes")
+    return ", ".join(parts)
+
+
+def _value(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def _balanced(c: dict[str, Any]) -> bool:
+    return c["rows_read"] == c["rows_valid"] + c["rows_rejected"] + c["rows_duplicate"]
+
+
+# --- text ---------------------------------------------------------------------------------------
 
 
 def text_summary(manifest: dict[str, Any]) -> str:
-    """What the command line prints for a run."""
+    """What the command line prints for a run: the report page, as text."""
     c = manifest["counts"]
     src = manifest["source"]["blob"]
-    lines = [f"{manifest['dataset']} · {src} · run {manifest['run_id']} · {manifest['status']}"]
+    version = manifest.get("contract_version")
+    head = f"{manifest['dataset']} · {src} · run {manifest['run_id']} · {manifest['status']}"
+    lines = [head + (f" · contract v{version}" if version is not None else "")]
     if manifest["status"] != "succeeded":
         err = manifest.get("error", {})
-        lines.append(f"  refused: {err.get('code')} - {err.get('detail')}")
+        code = err.get("code", "")
+        lines.append(f"  refused: {code} - {err.get('detail')}")
+        if code in FILE_REASONS:
+            lines.append(f"  ({FILE_REASONS[code]}; the file was copied to quarantine and nothing was loaded)")
         return "\n".join(lines)
     lines.append(
         f"  rows read {c['rows_read']:,} = valid {c['rows_valid']:,} + rejected {c['rows_rejected']:,}"
-        f" + duplicate {c['rows_duplicate']:,}"
+        f" + duplicate {c['rows_duplicate']:,}" + ("" if _balanced(c) else "  (does NOT add up)")
     )
     for name, n in c.get("groups", {}).items():
         lines.append(f"  aggregate {name}: {n:,} groups")
-    reasons = manifest.get("quality", {}).get("rejects_by_reason", [])
-    for r in reasons[:10]:
-        col = f" ({r['column']})" if r.get("column") else ""
-        lines.append(f"  rejected {r['rows']:>10,}  {r['reason']}{col}")
-    drift = manifest.get("quality", {}).get("drift", {})
-    if drift.get("extra_columns"):
-        lines.append(f"  drift: extra columns {', '.join(drift['extra_columns'])} ({drift.get('extra_columns_policy')})")
-    if drift.get("missing_optional_columns"):
-        lines.append(f"  drift: optional columns missing {', '.join(drift['missing_optional_columns'])}")
+    reasons = reasons_by_code(manifest)
+    if reasons:
+        lines.append("  rejected by reason:")
+        for reason, n, cols in reasons[:TEXT_REASONS]:
+            where = ", ".join(f"{col or '(row)'} {k:,}" for col, k in cols)
+            lines.append(f"    {reason:<18} {n:>10,}  {where}")
+        if len(reasons) > TEXT_REASONS:
+            lines.append(f"    … and {len(reasons) - TEXT_REASONS} more reasons")
+    columns = manifest.get("quality", {}).get("columns", {})
+    if columns:
+        width = max(len(n) for n in columns)
+        lines.append("  columns of the clean rows:")
+        lines.append(f"    {'column':<{width}}  {'type':<11} {'nulls':>7}  min … max")
+        for name, s in columns.items():
+            span = f"{_value(s.get('min'))} … {_value(s.get('max'))}" if "min" in s else ""
+            lines.append(f"    {name:<{width}}  {_value(s.get('type')):<11} {s.get('null_rate', 0):>7.2%}  {span}".rstrip())
+    for note in drift_notes(manifest):
+        lines.append(f"  drift: {note}")
+    fmt = format_notes(manifest)
+    if fmt:
+        lines.append(f"  source: {fmt}")
     return "\n".join(lines)
 
 
+# --- HTML ---------------------------------------------------------------------------------------
+
+
 def _bar_chart(rows: list[tuple[str, int]]) -> str:
+    """Horizontal bars as inline SVG: no script, no font or stylesheet to fetch."""
     if not rows:
         return "<p class=muted>No row was rejected.</p>"
-    width, bar_h, gap, label_w = 640, 22, 6, 260
+    width, bar_h, gap, label_w = 640, 22, 6, 200
     top = max(n for _, n in rows) or 1
     height = len(rows) * (bar_h + gap)
-    parts = [
-        f'<svg role="img" aria-label="rejected rows by reason" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
-    ]
+    parts = [f'<svg role="img" aria-label="rejected rows by reason" width="{width}" height="{height}">']
     for i, (label, n) in enumerate(rows):
         y = i * (bar_h + gap)
-        w = max(2, int((width - label_w - 80) * n / top))
+        w = max(2, int((width - label_w - 90) * n / top))
         parts.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" font-size="13">{html.escape(label)}</text>')
         parts.append(f'<rect x="{label_w}" y="{y}" width="{w}" height="{bar_h}" fill="#c0392b" rx="3"/>')
         parts.append(f'<text x="{label_w + w + 6}" y="{y + 15}" font-size="13">{n:,}</text>')
@@ -65,42 +149,54 @@ def html_report(manifest: dict[str, Any]) -> str:
     src = manifest["source"]
     quality = manifest.get("quality", {})
     status = manifest["status"]
-    rows = [
-        ("rows read", c["rows_read"]),
-        ("valid", c["rows_valid"]),
-        ("rejected", c["rows_rejected"]),
-        ("duplicates", c["rows_duplicate"]),
-    ]
-    tiles = "".join(f"<div class=tile><div class=n>{n:,}</div><div class=l>{e(label)}</div></div>" for label, n in rows)
-    reasons = quality.get("rejects_by_reason", [])
-    chart = _bar_chart([(f"{r['reason']}" + (f" · {r['column']}" if r.get("column") else ""), r["rows"]) for r in reasons[:15]])
+    tiles = "".join(
+        f"<div class=tile><div class=n>{n:,}</div><div class=l>{e(label)}</div></div>"
+        for label, n in (
+            ("rows read", c["rows_read"]),
+            ("valid", c["rows_valid"]),
+            ("rejected", c["rows_rejected"]),
+            ("duplicates", c["rows_duplicate"]),
+        )
+    )
+    reasons = reasons_by_code(manifest)
+    chart = _bar_chart([(reason, n) for reason, n, _ in reasons[:CHART_BARS]])
+    reason_rows = "".join(
+        f"<tr><td><code>{e(reason)}</code></td><td>{e(col or '(whole row)')}</td><td class=num>{k:,}</td>"
+        f"<td class=muted>{e(ROW_REASON_MEANINGS.get(reason, ''))}</td></tr>"
+        for reason, _, cols in reasons
+        for col, k in cols
+    )
+    reason_table = (
+        f"<table><tr><th>reason</th><th>column</th><th class=num>rows</th><th>what it means</th></tr>{reason_rows}</table>"
+        if reason_rows
+        else ""
+    )
     columns = quality.get("columns", {})
     col_rows = "".join(
-        f"<tr><td>{e(name)}</td><td>{e(str(s.get('type')))}</td><td>{s.get('null_rate', 0):.2%}</td>"
-        f"<td>{e(str(s.get('min', '')))}</td><td>{e(str(s.get('max', '')))}</td></tr>"
+        f"<tr><td>{e(name)}</td><td>{e(_value(s.get('type')))}</td><td class=num>{s.get('nulls', 0):,}</td>"
+        f"<td class=num>{s.get('null_rate', 0):.2%}</td><td>{e(_value(s.get('min')))}</td><td>{e(_value(s.get('max')))}</td></tr>"
         for name, s in columns.items()
     )
-    drift = quality.get("drift", {})
-    drift_items = []
-    if drift.get("extra_columns"):
-        drift_items.append(
-            f"Columns not in the contract ({e(drift.get('extra_columns_policy', ''))}): {e(', '.join(drift['extra_columns']))}"
-        )
-    if drift.get("missing_optional_columns"):
-        drift_items.append(f"Optional columns missing: {e(', '.join(drift['missing_optional_columns']))}")
-    if drift.get("column_order_changed"):
-        drift_items.append("Columns arrive in a different order than the contract lists them (matched by name).")
-    drift_html = "".join(f"<li>{d}</li>" for d in drift_items) or "<li>None: the header matches the contract.</li>"
+    drift_html = "".join(f"<li>{e(d)}</li>" for d in drift_notes(manifest)) or "<li>None: the header matches the contract.</li>"
     error = manifest.get("error")
     error_html = ""
     if error:
         meaning = FILE_REASONS.get(error.get("code", ""), "")
-        error_html = f"<div class=error><b>{e(error['code'])}</b>: {e(meaning)}<br>{e(error.get('detail', ''))}</div>"
+        error_html = (
+            f"<div class=error><b>{e(str(error.get('code')))}</b>: {e(meaning)}<br>{e(str(error.get('detail', '')))}"
+            "<br>The file was copied to quarantine; nothing was loaded.</div>"
+        )
     groups = "".join(f"<li>{e(k)}: {v:,} groups</li>" for k, v in c.get("groups", {}).items())
-    balance = (
-        "✔ every row is accounted for"
-        if c["rows_read"] == c["rows_valid"] + c["rows_rejected"] + c["rows_duplicate"]
-        else "✘ rows do not add up"
+    balance = "✔ every row is accounted for" if _balanced(c) else "✘ rows do not add up"
+    fmt = format_notes(manifest)
+    body = (
+        f"<div class=tiles>{tiles}</div>\n<h2>Rejected rows by reason</h2>\n{chart}\n{reason_table}\n"
+        f"<h2>Columns of the clean rows</h2>\n<table><tr><th>column</th><th>type</th><th class=num>nulls</th>"
+        f"<th class=num>null rate</th><th>min</th><th>max</th></tr>{col_rows}</table>\n"
+        f"<h2>Schema drift</h2><ul>{drift_html}</ul>\n<h2>Aggregates</h2><ul>{groups or '<li>none</li>'}</ul>\n"
+        + (f"<h2>Source</h2><p>{e(fmt)}</p>\n" if fmt else "")
+        if status == "succeeded"
+        else ""
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(manifest["dataset"])} · {e(src["blob"])}</title>
@@ -109,20 +205,16 @@ body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:960px;color
 h1{{font-size:1.4rem;margin-bottom:.2rem}} .muted{{color:#777}} .status{{font-weight:600}}
 .tiles{{display:flex;gap:1rem;margin:1.2rem 0}} .tile{{flex:1;background:#f4f6f8;border-radius:8px;padding:.8rem 1rem}}
 .tile .n{{font-size:1.6rem;font-weight:700}} .tile .l{{color:#555}}
-table{{border-collapse:collapse;width:100%}} td,th{{border-bottom:1px solid #e3e3e3;padding:.35rem .5rem;text-align:left}}
+table{{border-collapse:collapse;width:100%;margin:.6rem 0}}
+td,th{{border-bottom:1px solid #e3e3e3;padding:.35rem .5rem;text-align:left}}
+.num{{text-align:right}} code{{font-size:.9em}}
 .error{{background:#fdecea;border-left:4px solid #c0392b;padding:.8rem 1rem;margin:1rem 0}}
 </style></head><body>
 <h1>{e(manifest["dataset"])} — {e(src["blob"])}</h1>
 <div class=muted>run {e(manifest["run_id"])} · contract v{e(str(manifest.get("contract_version")))}
- · ETag {e(src.get("etag", ""))} · {e(manifest.get("created_at", ""))}</div>
-<p class=status>Status: {e(status)} · {balance}</p>
+ · ETag {e(str(src.get("etag", "")))} · {e(str(manifest.get("created_at", "")))}</div>
+<p class=status>Status: {e(status)}{" · " + balance if status == "succeeded" else ""}</p>
 {error_html}
-<div class=tiles>{tiles}</div>
-<h2>Rejected rows by reason</h2>
-{chart}
-<h2>Columns of the clean rows</h2>
-<table><tr><th>column</th><th>type</th><th>null rate</th><th>min</th><th>max</th></tr>{col_rows}</table>
-<h2>Schema drift</h2><ul>{drift_html}</ul>
-<h2>Aggregates</h2><ul>{groups or "<li>none</li>"}</ul>
+{body}
 </body></html>
 """

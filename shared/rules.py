@@ -31,6 +31,19 @@ ROW_REASONS = (
     OUT_OF_RANGE, NOT_ALLOWED, PATTERN_MISMATCH, RAGGED_ROW,
 )  # fmt: skip
 
+ROW_REASON_MEANINGS = {
+    MISSING_VALUE: "a required column is empty or holds a null token; fill it in, or make the column optional",
+    INVALID_NUMBER: "not a number of the column's type (for a decimal: more places than its scale); fix the value",
+    INVALID_BOOLEAN: "not one of the column's true or false spellings; fix it, or add the spelling to the contract",
+    INVALID_DATE: "not a date in any of the column's formats; fix it, or add the format to the contract",
+    INVALID_TIMESTAMP: "not a time in the column's formats, or a wall-clock time daylight saving skips or repeats",
+    OUT_OF_RANGE: "a number, date or time outside the column's min and max",
+    NOT_ALLOWED: "not one of the column's allowed values; fix it, or map the spelling in the contract",
+    PATTERN_MISMATCH: "the cleaned text does not match the column's pattern",
+    RAGGED_ROW: "the row has more fields than the header (a stray delimiter or an unquoted one inside a value)",
+}
+"""What each row reason means and what a person can do about it: the report shows these."""
+
 INVALID_CODE = {
     "integer": INVALID_NUMBER,
     "decimal": INVALID_NUMBER,
