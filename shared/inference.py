@@ -1,0 +1,511 @@
+"""Draft a contract from a sample file: types, formats, nullability, allowed values, keys.
+
+The draft is a starting point for a person, not a contract to trust: every proposal that is a
+guess says so in a comment, with what the sample showed. The sample is bounded (the first
+``sample_bytes`` of the file, decompressed) and read the way the pipeline reads files
+(``source.split``: gzip, encodings, BOM, NUL bytes, line ends, delimiter detection), then
+every question is a vectorised polars expression over the sampled column.
+
+The rendered TOML is loaded with ``load_contract`` before it is returned, so a draft always
+loads; ``check`` then shows what the draft would reject in the whole file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+import polars as pl
+
+from shared import source
+from shared.contract import DEFAULT_FALSE, DEFAULT_TRUE, load_contract
+
+SAMPLE_BYTES = 8 * 1024 * 1024
+SAMPLE_ROWS = 50_000
+ALLOWED_MAX = 20  # a string with at most this many distinct values gets an allowed list
+KEY_COLUMNS = 8  # column pairs are tried as keys among the first this many candidates
+
+NULL_TOKENS = ("NA", "N/A", "n/a", "NULL", "null", "None", "none", "#N/A", "nan", "NaN", "-", "?")
+DATE_FORMATS = (
+    "%Y-%m-%d", "%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%Y/%m/%d", "%d-%m-%Y", "%m-%d-%Y",
+    "%d %b %Y", "%b %d, %Y", "%d-%b-%Y", "%Y%m%d",
+)  # fmt: skip
+TIMESTAMP_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%.fZ",
+    "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M",
+    "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M",
+    "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M",
+)  # fmt: skip
+COVERAGE = 0.95  # a type is proposed when at least this share of the sampled values fit it
+
+INTEGER = r"^[+-]?\d+$"
+DECIMAL = r"^[+-]?(?:\d+\.?\d*|\.\d+)$"
+
+
+@dataclass
+class ColumnDraft:
+    """What the sample says about one column, and the rules proposed for it."""
+
+    header: str
+    name: str
+    type: str = "string"
+    required: bool = True
+    formats: list[str] = field(default_factory=list)
+    scale: int | None = None
+    timezone: str | None = None
+    case: str | None = None
+    allowed: list[str] = field(default_factory=list)
+    pattern: str | None = None
+    notes: list[str] = field(default_factory=list)  # comments above the column: what was guessed and why
+
+
+@dataclass
+class Draft:
+    dataset: str
+    file: str
+    delimiter: str
+    encoding: str
+    rows: int
+    truncated: bool
+    null_tokens: list[str]
+    columns: list[ColumnDraft]
+    keys: list[list[str]]
+    near_keys: list[tuple[str, float]] = field(default_factory=list)
+    unnamed: int = 0
+
+    def toml(self) -> str:
+        return render(self)
+
+
+# --- reading a bounded sample ------------------------------------------------------------------
+
+
+def _bounded(blocks: Iterable[bytes], limit: int) -> tuple[bytes, bool]:
+    """The first ``limit`` bytes of the file, gunzipped if it is gzip; and whether it was cut."""
+    out = bytearray()
+    inflater: zlib._Decompress | None = None
+    stream: Iterator[bytes] = iter(blocks)
+    for block in stream:
+        if inflater is None and not out and block[:2] == source.GZIP_MAGIC:
+            inflater = zlib.decompressobj(wbits=47)
+        if inflater is not None:
+            try:
+                out += inflater.decompress(block, limit + 1 - len(out))
+            except zlib.error as exc:
+                raise ValueError(f"the gzip stream is corrupt: {exc}") from None
+        else:
+            out += block
+        if len(out) > limit:
+            return bytes(out[:limit]), True
+        if inflater is not None and inflater.eof:
+            break
+    return bytes(out), False
+
+
+def _cut_at_record(data: bytes) -> bytes:
+    """Drop the partial last line of a cut sample (UTF-16 stays two-byte aligned)."""
+    end = data.rfind(b"\n")
+    if end < 0:
+        return data
+    cut = end + 1
+    if cut % 2 and data.count(b"\x00", 0, 4096) > 1024:  # UTF-16: keep the "\n\x00" pair whole
+        cut += 1
+    return data[:cut]
+
+
+def _trim_last_chunk(chunks: list[Path], quote: str | None) -> None:
+    """A cut sample can end inside a quoted field: cut the last chunk after the last line end
+    that lies outside quotes (chunks are UTF-8 here, and always start outside quotes)."""
+    if not chunks:
+        return
+    data = chunks[-1].read_bytes()
+    end = len(data) - 1
+    while end > 0:
+        end = data.rfind(b"\n", 0, end)
+        if end < 0 or not quote or data.count(quote.encode(), 0, end) % 2 == 0:
+            break
+    chunks[-1].write_bytes(data[: end + 1] if end >= 0 else b"")
+
+
+def read_sample(
+    path: Path | str, *, sample_bytes: int = SAMPLE_BYTES, sample_rows: int = SAMPLE_ROWS
+) -> tuple[source.Source, pl.DataFrame, bool]:
+    """The file's header, dialect and first rows, every field as text (trimmed later)."""
+    data, truncated = _bounded(source.file_blocks(path), sample_bytes)
+    if truncated:
+        data = _cut_at_record(data)
+    with tempfile.TemporaryDirectory(prefix="infer-") as tmp:
+        src = source.split([data], Path(tmp) / "chunks", delimiter=None, quote='"', encoding="auto")
+        if truncated:
+            _trim_last_chunk(src.chunks, src.quote)
+        names = [f"__f{i}" for i in range(len(src.header))]
+        if not src.chunks:
+            return src, pl.DataFrame(schema=dict.fromkeys(names, pl.String)), truncated
+        frame = (
+            pl.scan_csv(
+                [str(p) for p in src.chunks],
+                has_header=False,
+                separator=src.delimiter,
+                quote_char=src.quote,
+                eol_char=src.eol,
+                schema=dict.fromkeys(names, pl.String),
+                missing_columns="insert",
+                truncate_ragged_lines=True,
+                raise_if_empty=False,
+            )
+            .head(sample_rows)
+            .collect()
+        )
+    return src, frame, truncated or frame.height == sample_rows
+
+
+# --- one column ----------------------------------------------------------------------------------
+
+
+def identifier(header: str, taken: set[str]) -> str:
+    """A contract column name for a header: lower case, PostgreSQL-safe, unique."""
+    base = re.sub(r"[^a-z0-9]+", "_", source_name(header).casefold()).strip("_") or "column"
+    if not base[0].isalpha():
+        base = f"c_{base}"
+    base = base[:60]
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def source_name(header: str) -> str:
+    return header.replace("\ufeff", "").strip()
+
+
+def _share(ok: pl.Series, total: int) -> float:
+    return int(ok.sum()) / total if total else 0.0
+
+
+def _formats(values: pl.Series, candidates: tuple[str, ...], kind: str) -> tuple[list[str], int]:
+    """The fewest formats (greedy) that read the most values; and how many no format reads."""
+    parsed: dict[str, pl.Series] = {}
+    for fmt in candidates:
+        if kind == "date":
+            got = values.str.to_date(fmt, strict=False)
+            ok = got.is_not_null() & (got.dt.year() >= 1000)
+        else:
+            zone = "UTC" if re.search(r"%[zZ:]|%#z", fmt) else None
+            got = values.str.to_datetime(fmt, time_unit="us", time_zone=zone, strict=False)
+            ok = got.is_not_null() & (got.dt.year() >= 1000)
+        if ok.any():
+            parsed[fmt] = ok
+    chosen: list[str] = []
+    covered = pl.Series([False] * len(values))
+    while parsed:
+        best = max(parsed, key=lambda f: int((parsed[f] & ~covered).sum()))
+        gain = int((parsed[best] & ~covered).sum())
+        if gain == 0:
+            break
+        chosen.append(best)
+        covered = covered | parsed.pop(best)
+    return chosen, len(values) - int(covered.sum())
+
+
+def _shape_pattern(values: pl.Series) -> str | None:
+    """A pattern when (nearly) every value has one shape, e.g. T000000123 -> T\\d{9}; else None."""
+    shapes = values.str.replace_all(r"\d", "9").str.replace_all(r"[A-Z]", "A").str.replace_all(r"[a-z]", "a")
+    shape, n = shapes.value_counts(sort=True).row(0)
+    if n < COVERAGE * len(values) or not shape or len(shape) > 40 or not re.search(r"[9Aa]", shape):
+        return None
+    out = []
+    for run in re.finditer(r"(.)\1*", shape):
+        ch, k = run.group(1), len(run.group(0))
+        piece = {"9": r"\d", "A": "[A-Z]", "a": "[a-z]"}.get(ch, re.escape(ch))
+        out.append(piece + (f"{{{k}}}" if k > 1 else ""))
+    return "".join(out)
+
+
+def infer_column(header: str, name: str, raw: pl.Series, null_tokens: set[str]) -> ColumnDraft:
+    col = ColumnDraft(header=source_name(header), name=name)
+    text = raw.str.strip_chars()
+    missing = text.is_null() | text.is_in(["", *null_tokens])
+    values = text.filter(~missing)
+    rows, n = len(raw), len(values)
+    empties = rows - n
+    col.required = empties == 0 and rows > 0
+    col.notes.append(
+        f"guess: required, no empty value in {rows:,} sampled rows"
+        if col.required
+        else f"guess: optional, {empties:,} of {rows:,} sampled rows empty"
+    )
+    if n == 0:
+        col.notes.append("every sampled value is empty: the type is a guess")
+        return col
+    lowered = values.str.to_lowercase()
+    if _share(values.str.contains(INTEGER), n) >= COVERAGE:
+        as_int = values.cast(pl.Int64, strict=False)
+        col.type = "integer"
+        if set(values.unique().to_list()) <= {"0", "1"}:
+            col.notes.append("only 0 and 1 seen: a boolean with true_values = ['1'] and false_values = ['0']?")
+        col.notes.append(f"seen: {as_int.min()} … {as_int.max()}")
+    elif _share(lowered.is_in([*DEFAULT_TRUE, *DEFAULT_FALSE]), n) >= COVERAGE:
+        col.type = "boolean"
+        col.notes.append(f"seen: {', '.join(sorted(values.unique().to_list())[:8])}")
+    elif _share(values.str.contains(DECIMAL), n) >= COVERAGE:
+        places = values.str.extract(r"\.(\d*)$").str.len_chars().max() or 0
+        if int(places) <= 9:  # type: ignore[arg-type]
+            col.type, col.scale = "decimal", max(int(places), 0)  # type: ignore[arg-type]
+            col.notes.append(f"guess: decimal with scale {col.scale}, the most places seen; a value with more is refused")
+        else:
+            col.type = "float"
+        as_float = values.cast(pl.Float64, strict=False)
+        low, high = as_float.arg_min(), as_float.arg_max()
+        if low is not None and high is not None:
+            col.notes.append(f"seen: {values[low]} … {values[high]}")
+    elif _share(values.cast(pl.Float64, strict=False).is_finite().fill_null(False), n) >= COVERAGE:
+        col.type = "float"
+    else:
+        _temporal_or_string(col, values, n)
+    bad = n - int(_fits(col, values).sum())
+    if bad:
+        col.notes.append(f"{bad:,} sampled value(s) do not fit and would be rejected, e.g. {_examples(col, values)}")
+    return col
+
+
+def _temporal_or_string(col: ColumnDraft, values: pl.Series, n: int) -> None:
+    for kind, candidates in (("timestamp", TIMESTAMP_FORMATS), ("date", DATE_FORMATS)):
+        formats, unread = _formats(values, candidates, kind)
+        if formats and (n - unread) / n >= COVERAGE:
+            col.type, col.formats = kind, formats
+            if kind == "timestamp":
+                zoned = [f for f in formats if re.search(r"%[zZ:]|%#z", f)]
+                col.timezone = "UTC"
+                col.notes.append(
+                    "values carry their own UTC offset"
+                    if len(zoned) == len(formats)
+                    else "guess: naive times read as UTC; set timezone to the zone of the source's clock"
+                )
+            if any(f.startswith(("%m/%d", "%d/%m", "%m-%d", "%d-%m")) for f in formats):
+                col.notes.append("guess: day and month order; check a date after the 12th of a month")
+            return
+    distinct = values.unique()
+    upper = values.str.to_uppercase()
+    mixed_case = upper.n_unique() < distinct.len()
+    if mixed_case:
+        col.case = "upper"
+        col.notes.append("guess: the same value arrives in different cases; cleaned to upper case")
+        values, distinct = upper, upper.unique()
+    if distinct.len() <= ALLOWED_MAX and n >= 2 * distinct.len() and n >= 20:
+        col.allowed = sorted(distinct.to_list())
+        col.notes.append(f"guess: the {distinct.len()} values seen in the sample; any other is rejected (not_allowed)")
+    elif distinct.len() > ALLOWED_MAX:
+        col.pattern = _shape_pattern(values)
+        if col.pattern:
+            col.notes.append("guess: the shape of (nearly) every sampled value, letters as [A-Z] or [a-z], digits as \\d")
+
+
+def _fits(col: ColumnDraft, values: pl.Series) -> pl.Series:
+    if col.type == "integer":
+        return values.cast(pl.Int64, strict=False).is_not_null()
+    if col.type == "decimal":
+        return values.str.contains(DECIMAL) & (values.str.extract(r"\.(\d*)$").str.len_chars().fill_null(0) <= (col.scale or 0))
+    if col.type == "float":
+        return values.cast(pl.Float64, strict=False).is_finite().fill_null(False)
+    if col.type == "boolean":
+        return values.str.to_lowercase().is_in([*DEFAULT_TRUE, *DEFAULT_FALSE])
+    if col.type in ("date", "timestamp"):
+        ok = pl.Series([False] * len(values))
+        for fmt in col.formats:
+            got = (
+                values.str.to_date(fmt, strict=False)
+                if col.type == "date"
+                else values.str.to_datetime(fmt, time_unit="us", time_zone="UTC" if "%z" in fmt else None, strict=False)
+            )
+            ok = ok | got.is_not_null()
+        return ok
+    ok = pl.Series([True] * len(values))
+    cleaned = values.str.to_uppercase() if col.case == "upper" else values
+    if col.allowed:
+        ok = ok & cleaned.is_in(col.allowed)
+    if col.pattern:
+        ok = ok & cleaned.str.contains(f"^(?:{col.pattern})$")
+    return ok
+
+
+def _examples(col: ColumnDraft, values: pl.Series) -> str:
+    return ", ".join(repr(v) for v in values.filter(~_fits(col, values)).unique(maintain_order=True).head(3).to_list())
+
+
+# --- the whole file --------------------------------------------------------------------------------
+
+
+def candidate_keys(frame: pl.DataFrame, columns: list[ColumnDraft]) -> tuple[list[list[str]], list[tuple[str, float]]]:
+    """Columns (or pairs) with no empty value and no repeat in the sample; and, failing
+    that, single columns that are nearly unique (a key with repeated rows, most likely)."""
+    if frame.height < 2:
+        return [], []
+    usable = [c for c in columns if c.type not in ("boolean", "float")]
+    distinct = {c.name: frame[c.name].n_unique() for c in usable}
+    singles = [[c.name] for c in usable if c.required and distinct[c.name] == frame.height]
+    if singles:
+        return singles, []
+    pairs = []
+    required = [c for c in usable if c.required]
+    for a, b in combinations(required[:KEY_COLUMNS], 2):
+        if frame.select(pl.struct(a.name, b.name).n_unique()).item() == frame.height:
+            pairs.append([a.name, b.name])
+    near = [(name, n / frame.height) for name, n in distinct.items() if n >= COVERAGE * frame.height]
+    return pairs[:5], sorted(near, key=lambda x: -x[1])[:3]
+
+
+def infer(
+    path: Path | str, *, dataset: str | None = None, sample_bytes: int = SAMPLE_BYTES, sample_rows: int = SAMPLE_ROWS
+) -> Draft:
+    """Read a bounded sample of ``path`` and draft a contract for it."""
+    path = Path(path)
+    src, frame, truncated = read_sample(path, sample_bytes=sample_bytes, sample_rows=sample_rows)
+    taken: set[str] = set()
+    stem = path.name.split(".", 1)[0]
+    name = identifier(dataset or stem, set())
+    seen_tokens: set[str] = set()
+    for i in range(len(src.header)):
+        stripped = frame[f"__f{i}"].str.strip_chars()
+        seen_tokens |= set(stripped.filter(stripped.is_in(list(NULL_TOKENS))).unique().to_list())
+    columns, renamed = [], {}
+    unnamed = 0
+    for i, header in enumerate(src.header):
+        if not source_name(header):
+            unnamed += 1
+            continue
+        col = infer_column(header, identifier(header, taken), frame[f"__f{i}"], seen_tokens)
+        columns.append(col)
+        renamed[f"__f{i}"] = col.name
+    typed = frame.select(pl.col(raw).str.strip_chars().alias(name) for raw, name in renamed.items())
+    keys, near = candidate_keys(typed, columns)
+    encoding = {"utf-8": "auto", "utf-8-sig": "auto", "cp1252": "cp1252"}.get(src.encoding, "auto")
+    if src.encoding.startswith("utf-16"):
+        encoding = "utf-16"
+    return Draft(
+        dataset=name,
+        file=path.name,
+        delimiter=src.delimiter,
+        encoding=encoding,
+        rows=frame.height,
+        truncated=truncated,
+        null_tokens=sorted(seen_tokens),
+        columns=columns,
+        keys=keys,
+        near_keys=near,
+        unnamed=unnamed,
+    )
+
+
+# --- TOML ------------------------------------------------------------------------------------------
+
+
+def _s(value: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _list(values: Iterable[str]) -> str:
+    return "[" + ", ".join(_s(v) for v in values) + "]"
+
+
+def render(d: Draft) -> str:
+    sampled = f"the first {d.rows:,} rows" if d.truncated else f"all {d.rows:,} rows"
+    out = [
+        f"# Draft contract for {d.file}, inferred from {sampled} by `python -m shared infer`.",
+        "# Every line marked 'guess' is one: read them, edit, then dry-run the whole file with",
+        f"#   python -m shared check {d.file} --contract <this file>",
+        "# Format reference: docs/contracts.md",
+        "",
+        "[dataset]",
+        f"name = {_s(d.dataset)}",
+        "version = 1",
+        f"description = {_s(f'Drafted from {d.file}.')}",
+        "",
+        "[csv]",
+        f"delimiter = {_s(d.delimiter)}   # detected from the header line",
+        f"encoding = {_s(d.encoding)}",
+    ]
+    if d.null_tokens:
+        out.append(f"null_values = {_list(['', *d.null_tokens])}   # guess: these stand for 'no value' in the sample")
+    out += [
+        "",
+        "[schema]",
+        'extra_columns = "discard"   # a new column is kept out and listed as drift',
+        'missing_optional = "allow"',
+        "max_invalid_share = 0.5",
+        "",
+        "[dedup]",
+        "key = []   # the whole row; " + _key_note(d),
+        "",
+        "[postgres]",
+        'schema = "analytics"',
+    ]
+    if d.unnamed:
+        out += ["", f"# {d.unnamed} column(s) of the file have no header name and are left out."]
+    for col in d.columns:
+        out += ["", *(f"# {note}" for note in col.notes), "[[columns]]", f"name = {_s(col.name)}", f"source = {_s(col.header)}"]
+        out.append(f"type = {_s(col.type)}")
+        if col.scale is not None:
+            out.append(f"scale = {col.scale}")
+        if col.formats:
+            out.append(f"formats = {_list(col.formats)}")
+        if col.timezone:
+            out.append(f"timezone = {_s(col.timezone)}")
+        if not col.required:
+            out.append("required = false")
+        if col.case:
+            out.append(f"case = {_s(col.case)}")
+        if col.allowed:
+            out.append(f"allowed = {_list(col.allowed)}")
+        if col.pattern:
+            out.append(f"pattern = {_s(col.pattern)}")
+    out += ["", *_aggregate_example(d)]
+    return "\n".join(out) + "\n"
+
+
+def _key_note(d: Draft) -> str:
+    if d.keys:
+        return "candidate keys (no empty value, no repeat in the sample): " + "; ".join(", ".join(k) for k in d.keys)
+    if d.near_keys:
+        near = ", ".join(f"{name} ({share:.1%} distinct)" for name, share in d.near_keys)
+        return f"nearly unique in the sample, a key with repeated rows? {near}"
+    return "no column or pair of columns is unique in the sample"
+
+
+def _aggregate_example(d: Draft) -> list[str]:
+    """A commented-out aggregate built from the draft's own columns, to edit and uncomment."""
+    time = next((c for c in d.columns if c.type in ("date", "timestamp")), None)
+    group = next((c for c in d.columns if c.allowed), None)
+    number = next((c for c in d.columns if c.type in ("integer", "decimal", "float")), None)
+    keys = []
+    if time:
+        keys.append(f'{{ column = {_s(time.name)}, bucket = "day", name = "day" }}')
+    if group:
+        keys.append(_s(group.name))
+    if not keys:
+        return ["# No aggregate proposed: add [[aggregates]] tables (docs/contracts.md) for PostgreSQL views."]
+    metrics = ['{ name = "rows", op = "count" }']
+    if number:
+        metrics.append(f'{{ name = {_s(number.name + "_total")}, op = "sum", column = {_s(number.name)} }}')
+    return [
+        "# An aggregate becomes a table and a view in PostgreSQL; uncomment and edit to have one:",
+        "# [[aggregates]]",
+        f"# name = {_s(d.dataset + '_daily')}",
+        f"# group_by = [{', '.join(keys)}]",
+        f"# metrics = [{', '.join(metrics)}]",
+    ]
+
+
+def validate(text: str) -> None:
+    """Load a rendered draft the way the pipeline loads contracts; raise if it does not."""
+    with tempfile.TemporaryDirectory(prefix="draft-") as tmp:
+        path = Path(tmp) / "draft.toml"
+        path.write_text(text, encoding="utf-8")
+        load_contract(path)
