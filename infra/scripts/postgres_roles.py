@@ -70,6 +70,9 @@ def map_identity(conn: psycopg.Connection, role: str, object_id: str, database: 
     conn.execute(
         sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(database), sql.Identifier(role))
     )
+    # A GRANT by a role that may not grant only warns ("no privileges were granted"): check.
+    if conn.execute("SELECT has_database_privilege(%s, %s, 'CREATE')", (role, database)).fetchone() != (True,):
+        raise RuntimeError(f"could not grant CREATE on database {database} to {role}: is the administrator its owner?")
     done.append(f"granted CONNECT, CREATE, TEMPORARY on database {database} to {role}")
     if admin:
         try:
@@ -103,8 +106,12 @@ def main() -> int:
         )
         return 1
     with conn:
-        for line in map_identity(conn, role, os.environ["AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID"], database, admin):
-            print(f"  {line}")
+        try:
+            for line in map_identity(conn, role, os.environ["AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID"], database, admin):
+                print(f"  {line}")
+        except (psycopg.Error, RuntimeError) as error:
+            print(f"the role mapping failed: {error}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -8,7 +8,9 @@
 3. No stale suppression: checkov runs again on a copy without the ``checkov:skip`` lines, and a
    suppressed check that passes there is reported (the suppression should go).
 
-``--dump-json`` prints every Bicep file parsed, as JSON keyed by path, for tests/test_infra.py.
+``--dump-json`` prints every Bicep file parsed, and the YAML files the tests compare with them
+(azure.yaml and the CI definitions), as JSON keyed by path, for tests/test_infra.py (the app's
+virtualenv has neither pycep nor PyYAML).
 """
 
 from __future__ import annotations
@@ -71,8 +73,13 @@ def key(check: dict) -> tuple[str, str, str]:
 
 def main() -> int:
     if sys.argv[1:] == ["--dump-json"]:
+        import yaml
+
         parsed, errors = parse_all()
-        json.dump({"parsed": parsed, "errors": errors}, sys.stdout)
+        documents = {
+            str(p.relative_to(ROOT)): yaml.safe_load(p.read_text()) for p in [ROOT / "azure.yaml", *PIPELINES] if p.exists()
+        }
+        json.dump({"bicep": parsed, "errors": errors, "yaml": documents}, sys.stdout, default=str)
         return 0
 
     problems: list[str] = []
