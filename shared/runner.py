@@ -13,7 +13,9 @@ time by hand. Against Azurite it behaves like the host where that matters:
   ``DequeueCount``; a failure makes the message visible again after ``visibilityTimeout``,
   and after ``maxDequeueCount`` deliveries it moves to ``<queue>-poison``;
 * **queue outputs** are sent after the function returns, and only if it succeeded;
-* **timers** fire on demand (``fire``), with the schedule's setting resolved as the host does.
+* **timers** fire on demand (``fire``), with the schedule's setting resolved as the host does;
+* **storage outages** do not stop it: it keeps polling, backing off up to
+  ``maxPollingInterval``, and picks the work up again when storage is back.
 
 ``run(until_idle=True)`` processes everything pending, including work that work creates, and
 returns when nothing is left.
@@ -40,6 +42,7 @@ from azure.functions.queue import QueueMessageInConverter
 from azure.functions.timer import TimerRequestConverter
 
 from shared import settings, storage
+from shared.faults import is_transient
 
 log = logging.getLogger("pipeline.runner")
 
@@ -144,6 +147,7 @@ class LocalHost:
         self.max_dequeue = int(q.get("maxDequeueCount", 5))
         self.retry_after = _timespan(q.get("visibilityTimeout", "00:00:00"))
         self.batch = int(q.get("batchSize", 16))
+        self.max_poll = _timespan(q.get("maxPollingInterval", "00:00:02")).total_seconds()
         self.lease = int(float(settings.env("PIPELINE_RUNNER_LEASE_SECONDS") or PROCESSING_VISIBILITY.total_seconds()))
         self.on_event = on_event or log.info
         self.stats = Stats()
@@ -189,20 +193,61 @@ class LocalHost:
 
     def run(self, *, until_idle: bool = True, timeout: float | None = None) -> Stats:
         """Poll and dispatch until idle (or until ``stop()``/``timeout``)."""
-        self.prepare()
         deadline = time.monotonic() + timeout if timeout else None
+        self._until_reachable(self.prepare, deadline)
         inflight: set[Future[Any]] = set()
+        outage = 0
         with ThreadPoolExecutor(self.workers, thread_name_prefix="fn") as pool:
             while not self._stop.is_set():
                 inflight = {f for f in inflight if not f.done()}
-                started = self._dispatch(pool, inflight)
-                if until_idle and not inflight and not started and self._idle():
+                try:
+                    started = self._dispatch(pool, inflight)
+                    idle = until_idle and not inflight and not started and self._idle()
+                except Exception as exc:
+                    # storage unreachable (a restart, a network blip): the host keeps polling,
+                    # and so does the runner, backing off up to maxPollingInterval
+                    if not is_transient(exc):
+                        raise
+                    outage += 1
+                    if outage == 1:
+                        self.on_event(f"  runner: storage unreachable, polling again until it is back: {type(exc).__name__}")
+                    started, idle = 0, False
+                    time.sleep(min(self.max_poll, self.poll * 2**outage))
+                else:
+                    if outage:
+                        self.on_event(f"  runner: storage reachable again after {outage} failed poll(s)")
+                    outage = 0
+                if idle:
                     break
                 if deadline and time.monotonic() > deadline:
                     raise TimeoutError(f"the runner was still busy after {timeout} s")
                 if not started:
                     time.sleep(self.poll)
         return self.stats
+
+    def _until_reachable(self, step: Callable[[], Any], deadline: float | None) -> None:
+        """Run a storage call, retrying it while the storage is unreachable."""
+        while True:
+            try:
+                step()
+                return
+            except Exception as exc:
+                if not is_transient(exc) or (deadline and time.monotonic() > deadline) or self._stop.is_set():
+                    raise
+                time.sleep(self.max_poll)
+
+    def _watch(self, future: Future[Any], label: str) -> Future[Any]:
+        """An invocation's own bookkeeping (deleting its message, writing its receipt) can fail
+        when storage goes away; the message or blob then comes back and is run again (at least
+        once). Say so instead of losing the exception in the future."""
+
+        def done(f: Future[Any]) -> None:
+            exc = f.exception()
+            if exc is not None:
+                self.on_event(f"  {label}: the runner's bookkeeping failed, it will come back: {type(exc).__name__}: {exc}")
+
+        future.add_done_callback(done)
+        return future
 
     def stop(self) -> None:
         self._stop.set()
@@ -218,12 +263,13 @@ class LocalHost:
                     key = (spec.name, name, etag)
                     with self._lock:
                         self._busy_blobs.add(key)
-                    inflight.add(pool.submit(self._invoke_blob, spec, name, etag))
+                    inflight.add(self._watch(pool.submit(self._invoke_blob, spec, name, etag), f"{spec.name}: {name}"))
                     started += 1
             elif spec.kind == "queueTrigger":
                 queue = self.services(spec.trigger["connection"])[1].get_queue_client(spec.trigger["queueName"])
                 for msg in queue.receive_messages(max_messages=min(free, self.batch, 32), visibility_timeout=self.lease):
-                    inflight.add(pool.submit(self._invoke_queue, spec, queue, msg))
+                    label = f"{spec.name}: {spec.trigger['queueName']} #{msg.dequeue_count}"
+                    inflight.add(self._watch(pool.submit(self._invoke_queue, spec, queue, msg), label))
                     started += 1
                     free -= 1
                     if free <= 0:
