@@ -19,7 +19,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,27 +109,36 @@ class Loader:
             with conn.transaction():
                 ledger.record(conn, self.schema, request, ledger.FAILED, error_code="stale_contract", error_detail=detail)
             return Outcome("stale", blob, run_id, detail=detail)
-        early = self._skip_reason(conn, request, contract)
+        # Under the source's lock, so that a skip is decided on committed outcomes only, and an
+        # older version is recorded as superseded whether it is found out early or late.
+        with conn.transaction():
+            _lock(conn, contract.dataset, blob)
+            early = self._skip_reason(conn, request, contract)
+            if early == "superseded":
+                ledger.record(conn, self.schema, request, ledger.SUPERSEDED)
         if early:
+            self._drop_skipped_run(conn, request)
             return Outcome(early, blob, run_id)
 
         scratch = Path(tempfile.mkdtemp(prefix="load-"))
+        rows: dict[str, int] = {}
         try:
             frames = self._fetch(request, contract, scratch)
             with conn.transaction():
                 staged = {name: _stage(conn, shape, frames[name]) for name, shape in warehouse.tables(contract) if name in frames}
                 _lock(conn, contract.dataset, blob)
                 late = self._skip_reason(conn, request, contract)
-                if late:
-                    if late == "superseded":
-                        ledger.record(conn, self.schema, request, ledger.SUPERSEDED)
-                    return Outcome(late, blob, run_id)
-                rows = {}
-                for name, shape in warehouse.tables(contract):
-                    rows[name] = _replace(conn, shape, staged.get(name), blob, run_id)
-                ledger.record(conn, self.schema, request, ledger.LOADED)
+                if late == "superseded":
+                    ledger.record(conn, self.schema, request, ledger.SUPERSEDED)
+                if not late:
+                    for name, shape in warehouse.tables(contract):
+                        rows[name] = _replace(conn, shape, staged.get(name), blob, run_id)
+                    ledger.record(conn, self.schema, request, ledger.LOADED)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        if late:
+            self._drop_skipped_run(conn, request)
+            return Outcome(late, blob, run_id)
         self._prune(request)
         return Outcome("loaded", blob, run_id, rows=rows)
 
@@ -148,7 +157,19 @@ class Loader:
             mine = datetime.fromisoformat(src["last_modified"])
             if cur["last_modified"] > mine:
                 return "superseded"
+            if cur["last_modified"] == mine and not self._is_current_in_raw(src):
+                # Last-Modified has one-second resolution: two versions written within the same
+                # second tie. The version in raw now is the newer one; any other is superseded.
+                return "superseded"
         return None
+
+    def _is_current_in_raw(self, src: dict[str, Any]) -> bool:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self.store.info(src.get("container") or layout.RAW, src["blob"]).etag == src["etag"]
+        except (ResourceNotFoundError, FileNotFoundError):
+            return False  # deleted since: keep what is loaded
 
     def _fetch(self, request: dict[str, Any], contract: Contract, scratch: Path) -> dict[str, pl.DataFrame]:
         frames: dict[str, pl.DataFrame] = {}
@@ -165,19 +186,44 @@ class Loader:
         return frames
 
     def _prune(self, request: dict[str, Any]) -> None:
-        """Delete outputs of older runs of this source from ``curated`` (never newer ones)."""
+        """Delete outputs of older runs of this source (never newer ones)."""
+        self._delete_runs(request, lambda run: run < request["run_id"], "older outputs")
+
+    def _drop_skipped_run(self, conn: Connection, request: dict[str, Any]) -> None:
+        """Delete the outputs of a run that was not loaded because another run of its version
+        was (the same event delivered twice) or a newer version was: nothing will load them, and
+        left in place they would put the same rows in ``curated`` more than once. Never the
+        outputs of the run that is loaded (its own request delivered again)."""
+        src = request["source"]
+        try:
+            row = ledger.get(conn, self.schema, src["blob"], src["etag"])
+        except Exception as exc:  # noqa: BLE001 - housekeeping; the outcome is already decided
+            log.warning("could not check the loaded run of %s: %s", src["blob"], exc)
+            return
+        if row and row["status"] == ledger.LOADED and row["run_id"] == request["run_id"]:
+            return
+        self._delete_runs(request, lambda run: run == request["run_id"], "outputs of a run that was not loaded")
+
+    def _delete_runs(self, request: dict[str, Any], chosen: Callable[[str], bool], what: str) -> None:
+        """Delete the outputs of this source's runs that ``chosen(run_id)`` picks: their manifests
+        first, so that a run is never seen published with an output missing, even if deleting
+        stops half way; then their other outputs in curated, then their rejects in quarantine."""
         try:
             paths = layout.RunPaths(request["dataset"], request["source_key"], request["run_id"])
-            for container, prefix in paths.prefixes():
+            prefixes = sorted(paths.prefixes(), key=lambda p: "/manifests/" not in p[1])
+            for container, prefix in prefixes:
                 for info in self.store.list(container, prefix):
                     parts = info.name.split("/")
-                    if paths.source_key not in parts:
-                        continue
-                    run = parts[-1].split(".", 1)[0]
-                    if run < paths.run_id:
+                    if paths.source_key in parts and chosen(parts[-1].split(".", 1)[0]):
                         self.store.delete(container, info.name)
-        except Exception as exc:  # noqa: BLE001 - pruning is housekeeping; the load already committed
-            log.warning("pruning older outputs of %s failed: %s", request["source"]["blob"], exc)
+            container, rejects = paths.rejects  # <dataset>/<source key>/<run>/rejects.parquet
+            leaf = rejects.rsplit("/", 1)[1]
+            for info in self.store.list(container, rejects.rsplit("/", 2)[0] + "/"):
+                parts = info.name.split("/")
+                if parts[-1] == leaf and chosen(parts[-2]):
+                    self.store.delete(container, info.name)
+        except Exception as exc:  # noqa: BLE001 - housekeeping; the load already committed
+            log.warning("deleting %s of %s failed: %s", what, request["source"]["blob"], exc)
 
 
 def _lock(conn: Connection, dataset: str, blob: str) -> None:
