@@ -107,7 +107,12 @@ def record(
     error_code: str | None = None,
     error_detail: str | None = None,
 ) -> None:
-    """Upsert the ledger row of the manifest's source version (in the caller's transaction)."""
+    """Upsert the ledger row of the manifest's source version (in the caller's transaction).
+
+    ``loaded_at`` is the clock time of this write, which the loader makes under the source's
+    lock: the order of ``loaded_at`` is then the order in which loads replaced each other, which
+    ``current()`` relies on. (``now()`` is when the transaction began, and of two loads of a
+    source the one that began first may take the lock second.)"""
     src = manifest["source"]
     counts = manifest.get("counts", {})
     err = manifest.get("error") or {}
@@ -118,7 +123,7 @@ def record(
             error_code, error_detail, manifest, timings, ingested_at, loaded_at, updated_at)
         VALUES (%(blob)s, %(etag)s, %(dataset)s, %(lm)s, %(size)s, %(run)s, %(cv)s, %(status)s, %(read)s, %(valid)s,
             %(rejected)s, %(dup)s, %(groups)s, 1, %(code)s, %(detail)s, %(manifest)s, %(timings)s, %(ingested)s,
-            CASE WHEN %(status)s = 'loaded' THEN now() END, now())
+            CASE WHEN %(status)s = 'loaded' THEN clock_timestamp() END, now())
         ON CONFLICT (source_blob, source_etag) DO UPDATE SET
             run_id = excluded.run_id, contract_version = excluded.contract_version, status = excluded.status,
             rows_read = excluded.rows_read, rows_valid = excluded.rows_valid, rows_rejected = excluded.rows_rejected,
