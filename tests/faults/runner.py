@@ -1,0 +1,53 @@
+"""The local runner for the fault tests: ``python -m shared run`` with a short retry delay.
+
+The same ``LocalHost`` driving the same registered functions, with ``visibilityTimeout``
+overridden (as the in-process tests do with ``queue_overrides``) so that a failed message comes
+back after a second instead of host.json's 30 s; a soak of a few minutes can then see many
+faults and their retries. Settings come from the environment, as for ``python -m shared run``.
+
+    python -m tests.faults.runner --workers 2 --retry-after 1 [--once]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.faults.runner")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--retry-after", type=float, default=1.0, help="visibilityTimeout after a failure, seconds")
+    p.add_argument("--once", action="store_true", help="process everything pending, then exit")
+    args = p.parse_args(argv)
+
+    from shared import logs
+
+    logs.configure()
+    logging.getLogger().setLevel(logging.ERROR)
+    import function_app
+    from shared.runner import LocalHost
+
+    seconds = int(args.retry_after)
+    host = LocalHost(
+        function_app.app,
+        workers=args.workers,
+        poll_seconds=0.1,
+        queue_overrides={"visibilityTimeout": f"00:00:{seconds:02d}"},
+        on_event=lambda text: print(text, flush=True),
+    )
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        host.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    stats = host.run(until_idle=args.once)
+    print(f"{stats.invocations} invocations, {stats.failures} failed, {stats.poisoned} sent to poison queues", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
