@@ -97,3 +97,63 @@ def test_the_function_app_refuses_to_start_with_a_broken_contract(tmp_path):
     )
     assert proc.returncode != 0
     assert "bad.toml:7: columns[0].type: 'money' is not one of" in proc.stderr
+
+
+# --- contracts and data quality: rules that cannot work are refused at load ----------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "message"),
+    [
+        (('type = "string"', 'type = "string"\npattern = "(?=x)a"'), 13, "'(?=' is not supported"),
+        (('type = "string"', 'type = "string"\npattern = "(a)\\\\1"'), 13, "'\\\\1' is not supported"),
+        (('type = "string"', 'type = "string"\npattern = "[a"'), 13, "not a valid regular expression"),
+        (('type = "string"', 'type = "string"\ncase = "upper"\nallowed = ["Goa", "PUNE"]'), 14, "'Goa' can never match"),
+        (('type = "string"', 'type = "string"\ncase = "lower"\nmap = { "Goa" = "goa" }'), 14, "map key 'Goa' can never match"),
+        (('type = "string"', 'type = "string"\ntimezone = "UTC"'), 13, "only timestamp columns take a time zone"),
+        (('type = "string"', 'type = "timestamp"\nambiguous = "first"'), 13, "'first' is not one of reject, earliest, latest"),
+        (('type = "string"', 'type = "timestamp"\ntimezone = "Mars/Olympus"'), 13, "unknown time zone"),
+        (('type = "string"', 'type = "timestamp"\nmin = "yesterday"'), 13, "expected a date-time"),
+        (('type = "string"', 'type = "boolean"\nmin = 1'), 13, "boolean columns take no min"),
+        (("scale = 2", "scale = 2\nmin = 10\nmax = 1"), 9, "min is greater than max"),
+        (('type = "string"', 'type = "string"\nallowed = "Goa"'), 13, "expected a list"),
+    ],
+)
+def test_a_rule_that_cannot_work_fails_at_load_with_its_line(tmp_path, change, line, message):
+    path = write(tmp_path, MINIMAL.replace(*change))
+    with pytest.raises(ContractError) as err:
+        load_contract(path)
+    assert message in str(err.value)
+    assert err.value.line == line, str(err.value)
+
+
+def test_a_mapped_value_may_be_allowed_in_a_form_the_case_rule_cannot_produce(tmp_path):
+    text = MINIMAL.replace('type = "string"', 'type = "string"\ncase = "title"\nmap = { Ewr = "EWR" }\nallowed = ["EWR", "Goa"]')
+    assert load_contract(write(tmp_path, text)).column("city").allowed == ("EWR", "Goa")
+
+
+def test_timestamp_bounds_and_the_ambiguous_rule_are_read(tmp_path):
+    import datetime as dt
+
+    rules = 'timezone = "Europe/Berlin"\nambiguous = "latest"\nmin = 2020-01-01T00:00:00\nmax = "2030-01-01T00:00:00+01:00"'
+    text = MINIMAL.replace('type = "string"', f'type = "timestamp"\n{rules}')
+    city = load_contract(write(tmp_path, text)).column("city")
+    assert city.min == dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    assert city.max == dt.datetime(2029, 12, 31, 23, tzinfo=dt.UTC)
+    assert (city.timezone, city.ambiguous) == ("Europe/Berlin", "latest")
+
+
+def test_a_contract_that_is_not_utf8_is_refused_with_the_file(tmp_path):
+    path = tmp_path / "latin.toml"
+    path.write_bytes(MINIMAL.replace("trips", "tr\xefps").encode("latin-1"))
+    with pytest.raises(ContractError, match="not UTF-8") as err:
+        load_contract(path)
+    assert str(err.value).startswith(str(path))
+
+
+def test_the_bundled_contracts_are_in_the_format_reference_verbatim():
+    doc = (ROOT / "docs" / "contracts.md").read_text(encoding="utf-8")
+    blocks = doc.split("```toml\n")[1:]
+    embedded = [b.split("```", 1)[0] for b in blocks]
+    for path in sorted((ROOT / "contracts").glob("*.toml")):
+        assert path.read_text(encoding="utf-8") in embedded, f"docs/contracts.md does not show {path.name} as it is"
