@@ -83,6 +83,9 @@ param postgresStorageSizeGB int = 32
 @description('NCRONTAB of the nightly re-drive.')
 param reprocessSchedule string = '0 0 2 * * *'
 
+@description('Raw blobs are deleted after this many days; the nightly job counts older loaded blobs as aged out, not missing.')
+param rawRetentionDays int = 365
+
 @description('Key Vault purge protection: on for production (then `azd down --purge` cannot purge it).')
 param keyVaultPurgeProtection bool = false
 
@@ -184,6 +187,7 @@ module storage 'app/storage.bicep' = {
     systemTopicName: 'evgt-${resourceToken}'
     vnetEnabled: vnetEnabled
     clientIpAddress: clientIpAddress
+    rawRetentionDays: rawRetentionDays
   }
 }
 
@@ -295,6 +299,7 @@ module functionApp 'app/function.bicep' = {
     postgresDatabase: database.outputs.databaseName
     postgresUser: identityName
     reprocessSchedule: reprocessSchedule
+    rawRetentionDays: rawRetentionDays
     ledgerSchema: ledgerSchema
   }
   dependsOn: [

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import psycopg
@@ -64,9 +65,15 @@ def _secret_dsn(uri: str, credential: Any = None, client_factory: Callable[..., 
 
 
 def _default_credential() -> Any:
+    return _credential_for(settings.env("AZURE_CLIENT_ID"))
+
+
+@cache
+def _credential_for(client_id: str | None) -> Any:
+    """One credential per identity and process: it caches its tokens, so a new connection
+    costs a token request only when the cached token is close to expiry."""
     from azure.identity import DefaultAzureCredential
 
-    client_id = settings.env("AZURE_CLIENT_ID")
     return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
 
 

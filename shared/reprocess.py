@@ -14,6 +14,8 @@ version is stamped ``requeued_at`` so that it is not sent again within its back-
 
 Blobs that were loaded but have since been deleted from ``raw`` are counted and reported, never
 removed silently: removing a contribution is an explicit command (``python -m shared forget``).
+Blobs older than the raw retention period (``RAW_RETENTION_DAYS``, the storage lifecycle rule)
+are counted apart, as aged out: their deletion is expected and their contribution stays.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Plan:
     deferred: int = 0  # due, but beyond this run's batch limit
     backing_off: int = 0
     deleted_from_raw: list[str] = field(default_factory=list)
+    aged_out: int = 0  # loaded, then deleted by the raw retention policy: expected
     locked_out: bool = False
 
     def summary(self) -> dict[str, Any]:
@@ -58,6 +61,7 @@ class Plan:
             "deferred_to_next_run": self.deferred,
             "backing_off": self.backing_off,
             "loaded_but_deleted_from_raw": len(self.deleted_from_raw),
+            "aged_out_of_raw": self.aged_out,
             "skipped_another_run_holds_the_lock": self.locked_out,
         }
 
@@ -73,6 +77,7 @@ def make_plan(
     limit: int = DEFAULT_LIMIT,
     prefix: str = "",
     dry_run: bool = False,
+    retention: timedelta | None = None,
 ) -> Plan:
     """Decide what to re-drive and stamp it in the ledger, all in one locked transaction
     (``dry_run``: decide only, for ``status``)."""
@@ -107,13 +112,15 @@ def make_plan(
             stamped.append((name, info.etag, layout.dataset_of(name) or layout.UNKNOWN_DATASET, info.last_modified))
         if not dry_run:
             ledger.mark_requeued(conn, schema, stamped)
-        plan.deleted_from_raw = sorted(
-            {
-                blob
-                for (blob, _), r in rows.items()
-                if r["status"] == ledger.LOADED and blob not in live and blob.startswith(prefix)
-            }
-        )
+        gone = {
+            blob: r
+            for (blob, _), r in rows.items()
+            if r["status"] == ledger.LOADED and blob not in live and blob.startswith(prefix)
+        }
+        old = now - retention if retention else None
+        aged = {b for b, r in gone.items() if old and r.get("source_last_modified") and r["source_last_modified"] < old}
+        plan.aged_out = len(aged)
+        plan.deleted_from_raw = sorted(set(gone) - aged)
     if not dry_run:
         log.info("nightly re-drive: %s", json.dumps(plan.summary()), extra={"summary": plan.summary()})
     return plan

@@ -30,6 +30,8 @@ SETTINGS = {
     "REPROCESS_SCHEDULE": "NCRONTAB of the nightly re-drive (default 0 0 2 * * *)",
     "REPROCESS_GRACE_MINUTES": "blobs younger than this are left to their own event (default 30)",
     "REPROCESS_BATCH": "most re-drives one night sends (default 500)",
+    "RAW_RETENTION_DAYS": "raw blobs are deleted by the lifecycle policy after this many days (default 365)",
+    "PIPELINE_READER_ROLE": "a PostgreSQL role granted read access to the views (the ML application's)",
     "PIPELINE_CONTRACTS_DIR": "folder of dataset contracts (default: contracts/ in the app)",
     "PIPELINE_LEDGER_SCHEMA": "PostgreSQL schema of the ledger (default: pipeline)",
     "PIPELINE_WORK_DIR": "scratch folder for downloads and outputs (default: the system temp)",
@@ -37,6 +39,14 @@ SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "Application Insights; telemetry is off without it",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=AAD;ClientId=<id>: ingest telemetry with the identity",
 }
+
+
+LOCAL_SETTINGS = {
+    "PIPELINE_LOG_LEVEL": "log level of the command line (default WARNING)",
+    "PIPELINE_LOG_FORMAT": "json for JSON lines from the command line (default text)",
+    "PIPELINE_RUNNER_LEASE_SECONDS": "how long the local runner hides a message it works on (default 300)",
+}
+"""Read by local tools only (the CLI and the runner): never app settings."""
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -50,6 +60,14 @@ def contracts_dir() -> Path:
 
 def reprocess_grace_minutes() -> float:
     return float(env("REPROCESS_GRACE_MINUTES", "30") or 30)
+
+
+def raw_retention_days() -> float:
+    return float(env("RAW_RETENTION_DAYS", "365") or 365)
+
+
+def reader_role() -> str | None:
+    return env("PIPELINE_READER_ROLE")
 
 
 def reprocess_batch() -> int:

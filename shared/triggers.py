@@ -101,6 +101,7 @@ def nightly(past_due: bool = False) -> list[str]:
         CONTRACTS,
         grace=timedelta(minutes=settings.reprocess_grace_minutes()),
         limit=settings.reprocess_batch(),
+        retention=timedelta(days=settings.raw_retention_days()),
     )
     from shared import poison
     from shared.storage import queue_service

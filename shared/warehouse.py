@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from psycopg import Connection, errors, sql
 
+from shared import settings
 from shared.contract import Aggregate, Contract, GroupKey, Metric
 
 SOURCE_COL = "_source_blob"
@@ -184,7 +185,21 @@ def statements(contract: Contract) -> list[sql.Composed]:
     return out
 
 
-def ensure(conn: Connection, contract: Contract, ledger_schema: str) -> None:
+def grants(contract: Contract, role: str | None) -> list[sql.Composed]:
+    """Read access to the views for the ML application's role (``PIPELINE_READER_ROLE``)."""
+    if not role:
+        return []
+    out = [sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(contract.schema), sql.Identifier(role))]
+    for agg in contract.aggregates:
+        out.append(
+            sql.SQL("GRANT SELECT ON {}.{} TO {}").format(
+                sql.Identifier(contract.schema), sql.Identifier(agg.view), sql.Identifier(role)
+            )
+        )
+    return out
+
+
+def ensure(conn: Connection, contract: Contract, ledger_schema: str, reader_role: str | None = None) -> None:
     """Create or update the schema, tables, indexes and views of a contract (idempotent).
 
     Runs in its own transaction under an advisory lock, so that concurrent loaders never race
@@ -193,7 +208,8 @@ def ensure(conn: Connection, contract: Contract, ledger_schema: str) -> None:
     lookup and views that others built on ours are left alone."""
     ddl = statements(contract)
     views = [(agg, _view(contract, agg)) for agg in contract.aggregates]
-    text = ";".join(s.as_string(conn) for s in ddl) + ";".join(v.as_string(conn) for _, v in views)
+    access = grants(contract, reader_role if reader_role is not None else settings.reader_role())
+    text = ";".join(s.as_string(conn) for s in [*ddl, *access]) + ";".join(v.as_string(conn) for _, v in views)
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
     registry = sql.Identifier(ledger_schema, "warehouse_ddl")
     with conn.transaction():
@@ -220,6 +236,8 @@ def ensure(conn: Connection, contract: Contract, ledger_schema: str) -> None:
                 # the view's columns changed: replace is not allowed, so drop and create
                 conn.execute(sql.SQL("DROP VIEW {}.{}").format(sql.Identifier(contract.schema), sql.Identifier(agg.view)))
                 conn.execute(view)
+        for statement in access:
+            conn.execute(statement)
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} (dataset, contract_version, fingerprint) VALUES (%s, %s, %s) ON CONFLICT (dataset)"

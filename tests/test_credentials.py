@@ -95,6 +95,7 @@ def no_settings(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in AZURE_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     FakeSecretClient.instances = []
+    database._credential_for.cache_clear()
     return monkeypatch
 
 

@@ -49,6 +49,7 @@ OPTIONAL_IN_AZURE = {
     "PIPELINE_CHUNK_MB": "the default (32 MB) fits the default instance memory (2048 MB)",
     "REPROCESS_GRACE_MINUTES": "the default (30) suits Event Grid's delivery latency",
     "REPROCESS_BATCH": "the default (500) is a sane nightly bound",
+    "PIPELINE_READER_ROLE": "a role for the ML application exists only once someone creates it (docs/deploy.md)",
 }
 
 # Set by the Bicep for the Functions host, not read by our code: its own storage.
@@ -60,11 +61,7 @@ HOST_SETTINGS = {
 }
 
 # Read from the environment by local tools only, so not in SETTINGS and never app settings.
-LOCAL_TOOLS_ONLY = {
-    "PIPELINE_LOG_LEVEL": "shared/logs.configure(), which only the CLI calls",
-    "PIPELINE_LOG_FORMAT": "shared/logs.configure(), which only the CLI calls",
-    "PIPELINE_RUNNER_LEASE_SECONDS": "the local runner (shared/runner.py)",
-}
+LOCAL_TOOLS_ONLY = settings.LOCAL_SETTINGS
 
 # Values azd itself provides to hooks, besides the template's outputs.
 AZD_VALUES = {"AZURE_ENV_NAME", "AZURE_SUBSCRIPTION_ID", "AZURE_PRINCIPAL_ID", "AZURE_LOCATION", "CLIENT_IP_ADDRESS"}

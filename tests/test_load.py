@@ -72,3 +72,26 @@ def test_schema_objects_are_created_once_and_survive_a_second_loader(tmp_path, p
     with psycopg.connect(pg_dsn) as conn:
         applied = conn.execute("SELECT count(*) FROM pipeline.warehouse_ddl").fetchone()[0]
     assert applied == 1
+
+
+def test_the_ml_applications_role_can_read_the_views_and_nothing_else(tmp_path, pg_dsn, monkeypatch):
+    role = f"ml_reader_{os.getpid()}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role}")
+    try:
+        monkeypatch.setenv("PIPELINE_READER_ROLE", role)
+        store, loader = make(tmp_path, pg_dsn)
+        loader.load(drop(store, "bank_transactions/a.csv", HEADER + b"1/1/2022,RETAIL,Goa,5,1\n"))
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            can = conn.execute(
+                "SELECT has_table_privilege(%s, 'analytics.bank_transactions_daily', 'SELECT'),"
+                " has_table_privilege(%s, 'analytics.bank_transactions_daily_by_file', 'SELECT'),"
+                " has_table_privilege(%s, 'pipeline.ledger', 'SELECT')",
+                (role, role, role),
+            ).fetchone()
+        assert can == (True, False, False)
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

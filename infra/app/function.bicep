@@ -52,6 +52,9 @@ param reprocessSchedule string
 @description('PostgreSQL schema of the ledger.')
 param ledgerSchema string
 
+@description('Days after which the storage lifecycle deletes raw blobs (the nightly job reads it).')
+param rawRetentionDays int
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -169,6 +172,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'REPROCESS_SCHEDULE'
           value: reprocessSchedule
+        }
+        {
+          name: 'RAW_RETENTION_DAYS'
+          value: string(rawRetentionDays)
         }
       ]
     }
