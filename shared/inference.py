@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import unicodedata
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from pathlib import Path
 import polars as pl
 
 from shared import source
-from shared.contract import DEFAULT_FALSE, DEFAULT_TRUE, load_contract
+from shared.contract import DEFAULT_FALSE, DEFAULT_TRUE, load_contract, normalise_header
+from shared.faults import FileRefused
 
 SAMPLE_BYTES = 8 * 1024 * 1024
 SAMPLE_ROWS = 50_000
@@ -170,7 +172,8 @@ def read_sample(
 
 def identifier(header: str, taken: set[str]) -> str:
     """A contract column name for a header: lower case, PostgreSQL-safe, unique."""
-    base = re.sub(r"[^a-z0-9]+", "_", source_name(header).casefold()).strip("_") or "column"
+    ascii_name = unicodedata.normalize("NFKD", source_name(header)).encode("ascii", "ignore").decode()
+    base = re.sub(r"[^a-z0-9]+", "_", ascii_name.casefold()).strip("_") or "column"
     if not base[0].isalpha():
         base = f"c_{base}"
     base = base[:60]
@@ -367,6 +370,16 @@ def infer(
     """Read a bounded sample of ``path`` and draft a contract for it."""
     path = Path(path)
     src, frame, truncated = read_sample(path, sample_bytes=sample_bytes, sample_rows=sample_rows)
+    seen_headers: dict[str, str] = {}
+    for header in src.header:
+        key = normalise_header(header)
+        if key and key in seen_headers:
+            raise FileRefused(
+                "unexpected_columns",
+                f"the header names {source_name(header)!r} twice (also as {seen_headers[key]!r}); "
+                "the pipeline refuses such files, so fix the header first",
+            )
+        seen_headers[key] = source_name(header)
     taken: set[str] = set()
     stem = path.name.split(".", 1)[0]
     name = identifier(dataset or stem, set())

@@ -238,3 +238,18 @@ def test_report_finds_the_latest_run_of_a_blob_in_storage_refused_or_not(cli, se
     assert code == 0 and "· succeeded · contract v1" in out and "rows read 2,000" in out
     code, _, err = cli("report", "bank_transactions/never-seen.csv")
     assert code == 1 and "no run" in err
+
+
+def test_infer_names_columns_safely_and_refuses_a_header_the_pipeline_would_refuse(cli, tmp_path):
+    names = tmp_path / "names.csv"
+    names.write_text("1st col,select,Ünïcode,,Ünïcode!\n1,2,3,4,5\n", encoding="utf-8")
+    code, out, _ = cli("infer", names)
+    assert code == 0
+    (tmp_path / "d.toml").write_text(out)
+    contract = load_contract(tmp_path / "d.toml")
+    assert [c.name for c in contract.columns] == ["c_1st_col", "select", "unicode", "unicode_2"]
+    assert "1 column(s) of the file have no header name" in out
+    twice = tmp_path / "twice.csv"
+    twice.write_text("City,city \nGoa,Pune\n")
+    code, _, err = cli("infer", twice)
+    assert code == 1 and "unexpected_columns" in err and "twice" in err
