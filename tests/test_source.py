@@ -210,6 +210,18 @@ def test_the_line_of_a_rejected_row_is_its_line_in_the_file_after_a_quoted_newli
     assert rejects(transform_bytes(data, tmp_path))["line"].to_list() == [5]
 
 
+@pytest.mark.xfail(strict=True, reason=SHORT_ROWS)
+def test_a_short_row_after_a_quoted_newline_is_ragged_at_its_own_line(tmp_path):
+    data = (
+        b"Date,Domain,Location,Value,Transaction_count\r\n"
+        b'1/1/2022,RETAIL,"Goa\r\nNorth",5,1\r\n'  # lines 2 and 3
+        b"1/2/2022,RETAIL,Goa,5\r\n"  # line 4: four fields
+        b"1/3/2022,RETAIL,Goa,x,1\r\n"  # line 5
+    )
+    got = rejects(transform_bytes(data, tmp_path)).select("line", "reason").rows()
+    assert got == [(4, "ragged_row"), (5, "invalid_number")]
+
+
 @pytest.mark.xfail(strict=True, reason=ONE_COLUMN)
 def test_a_one_column_file_keeps_commas_in_its_values_when_the_delimiter_is_left_to_the_file(tmp_path):
     from tests.helpers import contract_from
