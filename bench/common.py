@@ -80,6 +80,34 @@ def warm_cache(path: Path) -> float:
     return time.perf_counter() - started
 
 
+def _cpu_times() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]), idle
+
+
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """Share of all cores busy over ``seconds`` (while this harness itself waits), or None off Linux."""
+    try:
+        total0, idle0 = _cpu_times()
+        time.sleep(seconds)
+        total1, idle1 = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def settle(max_wait: float, quiet: float = 0.15) -> float | None:
+    """Wait (up to ``max_wait`` s) until other work uses less than ``quiet`` of the cores; return the
+    last measured share, so the report can say how busy the machine was when a run started."""
+    deadline = time.monotonic() + max_wait
+    busy = cpu_busy()
+    while busy is not None and busy >= quiet and time.monotonic() < deadline:
+        time.sleep(2)
+        busy = cpu_busy()
+    return busy
+
+
 def tree_bytes(path: Path, exclude: Path | None = None) -> int:
     total = 0
     for p in path.rglob("*"):

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -336,16 +337,54 @@ RUN: dict[str, Callable[[Path, Path], dict[str, Any]]] = {
 }
 
 
+class MemorySampler(threading.Thread):
+    """Samples this process's ``/proc/self/status`` every ``interval`` s and keeps the peaks of its
+    anonymous and file-backed resident memory. ``ru_maxrss`` counts both, and a memory-mapped
+    input (polars maps CSV files) is file-backed: page cache the kernel can drop, not heap."""
+
+    FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+
+    def __init__(self, interval: float = 0.02) -> None:
+        super().__init__(name="memory-sampler", daemon=True)
+        self.interval = interval
+        self.peaks_kib = dict.fromkeys(self.FIELDS, 0)
+        self.done = threading.Event()
+
+    def sample(self) -> None:
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    key, _, value = line.partition(":")
+                    if key in self.peaks_kib:
+                        self.peaks_kib[key] = max(self.peaks_kib[key], int(value.split()[0]))
+        except (OSError, ValueError, IndexError):
+            pass
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.sample()
+            self.done.wait(self.interval)
+
+    def stop(self) -> dict[str, float]:
+        self.done.set()
+        self.join()
+        self.sample()
+        return {k: v / 1024 for k, v in self.peaks_kib.items()}
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] not in RUN:
         print(f"usage: python -m bench.contenders {{{','.join(RUN)}}} <input.csv> <outdir>", file=sys.stderr)
         return 2
     name, input_path, outdir = argv[0], Path(argv[1]).resolve(), Path(argv[2]).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
+    sampler = MemorySampler()
+    sampler.start()
     started = time.perf_counter()
     extra = RUN[name](input_path, outdir)
     seconds = time.perf_counter() - started
-    print(json.dumps({"contender": name, "work_seconds": seconds, **extra}, default=str), flush=True)
+    memory = sampler.stop()
+    print(json.dumps({"contender": name, "work_seconds": seconds, "memory_mib": memory, **extra}, default=str), flush=True)
     return 0
 
 

@@ -160,7 +160,7 @@ def _poll_loaded(conn: Any, blob: str, timeout: float = 600.0) -> dict[str, Any]
     raise TimeoutError(f"{blob} was not loaded after {timeout} s")
 
 
-def bench(rows: int, repeat: int, *, seed: int = common.DEFAULT_SEED) -> dict[str, Any]:
+def bench(rows: int, repeat: int, *, seed: int = common.DEFAULT_SEED, settle: float | None = None) -> dict[str, Any]:
     import psycopg
     from azure.storage.blob import BlobServiceClient
     from azure.storage.queue import QueueServiceClient
@@ -198,6 +198,7 @@ def bench(rows: int, repeat: int, *, seed: int = common.DEFAULT_SEED) -> dict[st
             files = [small] + [big] * repeat
             for i, path in enumerate(files):
                 common.warm_cache(path)
+                busy = common.settle(settle) if settle is not None else None
                 blob = f"bank_transactions/e2e-{i}-{path.stem}.csv"
                 with open(path, "rb") as fh:
                     blobs.get_blob_client(layout.RAW, blob).upload_blob(fh, overwrite=True, max_concurrency=2)
@@ -219,6 +220,7 @@ def bench(rows: int, repeat: int, *, seed: int = common.DEFAULT_SEED) -> dict[st
                     "to_loaded": (done["at"] - ingested) if ingested else None,
                     "groups": done["groups"],
                     "view_rows": int(total[0]),
+                    "busy_before": busy,
                 }
                 common.log(
                     f"  e2e {'warm-up' if i == 0 else f'run {i}'}: {record['file_rows']:,} rows, upload complete → queryable "
@@ -278,7 +280,12 @@ def bench(rows: int, repeat: int, *, seed: int = common.DEFAULT_SEED) -> dict[st
             "message, the load function and the commit"
             + (f" (the load function itself: median {common.median(load_seconds[1:]):.2f} s)" if load_seconds[1:] else ""),
         ]
-        + ([f"Runner process peak RSS (2 workers, every file): {runner_rss:,.0f} MiB"] if runner_rss else []),
+        + ([f"Runner process peak RSS (2 workers, every file): {runner_rss:,.0f} MiB"] if runner_rss else [])
+        + (
+            [f"Other work on the machine just before each upload: max {max(shares):.0%} of the CPU"]
+            if (shares := [r["busy_before"] for r in runs if r.get("busy_before") is not None])
+            else []
+        ),
         **common.stamp(),
     }
     return doc

@@ -57,7 +57,7 @@ def aggregate_frame(rows: int, seed: int = 11) -> Any:
     )
 
 
-def bench(rows: int, repeat: int) -> dict[str, Any]:
+def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]:
     import psycopg
     from psycopg import sql
 
@@ -171,6 +171,7 @@ def bench(rows: int, repeat: int) -> dict[str, Any]:
             m_loader,
         )
         seconds: dict[str, list[float]] = {k: [] for k in methods}
+        busy: list[float | None] = []
         loaded: dict[str, int] = {}
         keys = list(methods)
         for r in range(repeat):
@@ -181,6 +182,8 @@ def bench(rows: int, repeat: int) -> dict[str, Any]:
                 conn.execute("CHECKPOINT")
                 if key == "loader":
                     pending["request"] = loader_request()
+                if settle is not None:
+                    busy.append(common.settle(settle))
                 started = time.perf_counter()
                 n = methods[key][1]()
                 took = time.perf_counter() - started
@@ -208,6 +211,12 @@ def bench(rows: int, repeat: int) -> dict[str, Any]:
         "One UNLOGGED table for copy_rows, psql, executemany and the CSV stream; `Loader.load()` writes the contract's real "
         "tables. Every run starts from a truncated table after a CHECKPOINT; the server is on the same machine (no network)"
     )
+    shares = [b for b in busy if b is not None]
+    if shares:
+        notes.append(
+            f"Other work on the machine just before each run: median {common.median(shares):.0%}, "
+            f"max {max(shares):.0%} of the CPU"
+        )
     if rows > EXECUTEMANY_ROWS:
         notes.append(f"executemany is timed on the first {EXECUTEMANY_ROWS:,} rows and its rows/s extrapolated")
     return {

@@ -65,18 +65,19 @@ def transform_table(doc: dict[str, Any]) -> str:
         f"#### {common.rows_label(rows)} rows ({size / 1e6:,.0f} MB of CSV), median of {doc['repeat']} interleaved runs",
         "",
         "| contender | wall (s) | range (s) | rows/s | MB/s | peak RSS (MiB) | wall vs polars obvious | RSS vs polars obvious "
-        "| in-process work (s) | written (MB) |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| in-process work (s) | peak anon / file-backed (MiB) | written (MB) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name, c in cs.items():
         label = f"**{c['label']}**" if name == "pipeline" else c["label"]
         if "wall" not in c:
-            lines.append(f"| {label} | failed: {c.get('error', '').splitlines()[-1][:80] if c.get('error') else '?'} |||||||||")
+            lines.append(f"| {label} | failed: {c.get('error', '').splitlines()[-1][:80] if c.get('error') else '?'} ||||||||||")
             continue
         lines.append(
             f"| {label} | {_f(c['wall'])} | {_f(c['wall_min'])}–{_f(c['wall_max'])} | {_rate(c['rows_per_s'])} "
             f"| {_f(c['mb_per_s'], 0)} | {_f(c['peak_rss_mib'], 0)} | {_ratio(c['wall'], base.get('wall'))} "
-            f"| {_ratio(c['peak_rss_mib'], base.get('peak_rss_mib'))} | {_f(c.get('work'))} | {_f(c.get('written_mb'), 1)} |"
+            f"| {_ratio(c['peak_rss_mib'], base.get('peak_rss_mib'))} | {_f(c.get('work'))} "
+            f"| {_f(c.get('peak_anon_mib'), 0)} / {_f(c.get('peak_file_mib'), 0)} | {_f(c.get('written_mb'), 1)} |"
         )
     lines.append("")
     pipe = cs.get("pipeline", {})
@@ -313,7 +314,10 @@ def body(results_dir: Path, image: str) -> str:
         parts.extend(transform_table(d) for d in docs)
         parts.append(
             f"Peak RSS: `ru_maxrss` of each contender's own process ({docs[-1].get('rss_method', '')}), so the "
-            "interpreter and the imported libraries are included, as they are in a Function instance. Wall: from "
+            "interpreter and the imported libraries are included, as they are in a Function instance. It counts "
+            "file-backed pages too: polars memory-maps its CSV input, and mapped pages of the file are resident but "
+            "are page cache the kernel can drop. The anonymous (heap) and file-backed peaks are sampled every 20 ms "
+            "from `/proc/self/status` inside the process (a sample can miss a peak shorter than that). Wall: from "
             "the parent, process start to exit; in-process work: the job alone, imports excluded.\n"
         )
     if load:

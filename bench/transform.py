@@ -37,18 +37,23 @@ def select(names: list[str] | None) -> tuple[list[str], dict[str, str]]:
     return chosen, skipped
 
 
-def run_once(name: str, input_path: Path, outdir: Path, timeout: float | None = None) -> dict[str, Any]:
-    """One measured run of one contender. Returns the run's record (aggregates left in outdir)."""
+def run_once(
+    name: str, input_path: Path, outdir: Path, timeout: float | None = None, settle: float | None = None
+) -> dict[str, Any]:
+    """One measured run of one contender. Returns the run's record (aggregates left in outdir).
+
+    ``settle``: wait up to that many seconds for other work on the machine to calm down first."""
     shutil.rmtree(outdir, ignore_errors=True)
     contenders.prepare(name, input_path, outdir)
     os.sync()
+    busy = common.settle(settle) if settle is not None else None
     m = measure.run(
         [sys.executable, "-m", "bench.contenders", name, str(input_path), str(outdir)],
         cwd=common.ROOT,
         env=os.environ | {"PYTHONPATH": str(common.ROOT)},
         timeout=timeout,
     )
-    record: dict[str, Any] = {"wall": m.wall, "peak_rss_mib": m.peak_rss_mib, "returncode": m.returncode}
+    record: dict[str, Any] = {"wall": m.wall, "peak_rss_mib": m.peak_rss_mib, "returncode": m.returncode, "busy_before": busy}
     if m.returncode != 0:
         tail = "\n".join(m.stderr.strip().splitlines()[-12:])
         record["error"] = tail or f"exit status {m.returncode}"
@@ -59,6 +64,9 @@ def run_once(name: str, input_path: Path, outdir: Path, timeout: float | None = 
         record["error"] = f"no result line on stdout: {m.stdout[-500:]!r}"
         return record
     record["work_seconds"] = info.pop("work_seconds", None)
+    memory = info.pop("memory_mib", None) or {}
+    record["peak_anon_mib"] = memory.get("RssAnon")
+    record["peak_file_mib"] = memory.get("RssFile")
     info.pop("contender", None)
     record["info"] = info
     record["written_bytes"] = common.tree_bytes(outdir, exclude=contenders.input_in_outdir(name, input_path, outdir))
@@ -74,6 +82,7 @@ def bench_size(
     data_dir: Path = common.DATA_DIR,
     work_dir: Path = common.WORK_DIR,
     mismatch_dir: Path | None = None,
+    settle: float | None = None,
 ) -> dict[str, Any]:
     input_path = common.dataset(rows, seed, data_dir)
     size = input_path.stat().st_size
@@ -93,7 +102,7 @@ def bench_size(
         order = runnable[r % len(runnable) :] + runnable[: r % len(runnable)]
         for name in order:
             outdir = work_dir / f"{name}-{rows}"
-            record = run_once(name, input_path, outdir)
+            record = run_once(name, input_path, outdir, settle=settle)
             runs[name].append(record)
             if "error" in record:
                 common.log(f"  {name:<20} FAILED after {record['wall']:.2f} s: {record['error'].splitlines()[-1]}")
@@ -119,10 +128,17 @@ def bench_size(
                     checked = f"= {reference[0]}"
             shutil.rmtree(outdir, ignore_errors=True)
             os.sync()
+            busy = f"  [others busy {record['busy_before']:.0%}]" if record.get("busy_before") is not None else ""
             common.log(
                 f"  {name:<20} {record['wall']:7.2f} s  {record['peak_rss_mib']:8.0f} MiB  "
-                f"(work {record['work_seconds']:.2f} s)  {checked}"
+                f"(work {record['work_seconds']:.2f} s)  {checked}{busy}"
             )
+    busy = [r["busy_before"] for rs in runs.values() for r in rs if r.get("busy_before") is not None]
+    if busy:
+        notes.append(
+            f"Other work on the machine just before each run (CPU share, 1 s sample, after waiting up to {settle:.0f} s "
+            f"for it to drop under 15%): median {common.median(busy):.0%}, max {max(busy):.0%}"
+        )
     return {
         "kind": "transform",
         "rows": rows,
@@ -163,6 +179,10 @@ def summarise(name: str, records: list[dict[str, Any]], rows: int, size: int) ->
         "mb_per_s": size / 1e6 / wall,
         "written_mb": common.median([r.get("written_bytes", 0) / 1e6 for r in ok]),
     }
+    anon = [r["peak_anon_mib"] for r in ok if r.get("peak_anon_mib")]
+    if anon:
+        out["peak_anon_mib"] = common.median(anon)
+        out["peak_file_mib"] = common.median([r["peak_file_mib"] for r in ok if r.get("peak_file_mib") is not None])
     if name == "pipeline":
         timings = [r["info"].get("timings", {}) for r in ok]
         out["stages"] = {k: common.median([t[k] for t in timings if k in t]) for k in timings[0]}
