@@ -100,7 +100,7 @@ def _bounded(blocks: Iterable[bytes], limit: int) -> tuple[bytes, bool]:
             try:
                 out += inflater.decompress(block, limit + 1 - len(out))
             except zlib.error as exc:
-                raise ValueError(f"the gzip stream is corrupt: {exc}") from None
+                raise FileRefused("undecodable", f"the gzip stream is corrupt: {exc}") from None
         else:
             out += block
         if len(out) > limit:
@@ -111,8 +111,8 @@ def _bounded(blocks: Iterable[bytes], limit: int) -> tuple[bytes, bool]:
 
 
 def _cut_at_record(data: bytes) -> bytes:
-    """Drop the partial last line of a cut sample (UTF-16 stays two-byte aligned)."""
-    end = data.rfind(b"\n")
+    """Drop the partial last line of a cut sample (LF, CRLF or CR; UTF-16 stays two-byte aligned)."""
+    end = max(data.rfind(b"\n"), data.rfind(b"\r"))
     if end < 0:
         return data
     cut = end + 1
@@ -121,18 +121,18 @@ def _cut_at_record(data: bytes) -> bytes:
     return data[:cut]
 
 
-def _trim_last_chunk(chunks: list[Path], quote: str | None) -> None:
+def _trim_last_chunk(chunks: list[Path], quote: str | None, eol: str) -> None:
     """A cut sample can end inside a quoted field: cut the last chunk after the last line end
     that lies outside quotes (chunks are UTF-8 here, and always start outside quotes)."""
     if not chunks:
         return
     data = chunks[-1].read_bytes()
-    end = len(data) - 1
-    while end > 0:
-        end = data.rfind(b"\n", 0, end)
+    end = len(data)
+    while True:
+        end = data.rfind(eol.encode(), 0, end)
         if end < 0 or not quote or data.count(quote.encode(), 0, end) % 2 == 0:
             break
-    chunks[-1].write_bytes(data[: end + 1] if end >= 0 else b"")
+    chunks[-1].write_bytes(data[: end + 1])  # empty when no record ends outside quotes
 
 
 def read_sample(
@@ -145,7 +145,7 @@ def read_sample(
     with tempfile.TemporaryDirectory(prefix="infer-") as tmp:
         src = source.split([data], Path(tmp) / "chunks", delimiter=None, quote='"', encoding="auto")
         if truncated:
-            _trim_last_chunk(src.chunks, src.quote)
+            _trim_last_chunk(src.chunks, src.quote, src.eol)
         names = [f"__f{i}" for i in range(len(src.header))]
         if not src.chunks:
             return src, pl.DataFrame(schema=dict.fromkeys(names, pl.String)), truncated

@@ -253,3 +253,21 @@ def test_infer_names_columns_safely_and_refuses_a_header_the_pipeline_would_refu
     twice.write_text("City,city \nGoa,Pune\n")
     code, _, err = cli("infer", twice)
     assert code == 1 and "unexpected_columns" in err and "twice" in err
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
+def test_a_cut_sample_keeps_whole_records_whatever_the_line_ends(cli, tmp_path, eol):
+    path = tmp_path / "cut.csv"
+    rows = "".join(f'{i},"a {i}{eol}b",2024-01-{i % 28 + 1:02d}{eol}' for i in range(20_000))
+    path.write_bytes(f"id,text,day{eol}{rows}".encode())
+    code, out, _ = cli("infer", path, "--sample-mb", "0.1")
+    assert code == 0 and "the first" in out.splitlines()[0]
+    assert "do not fit" not in out and "# guess: optional" not in out  # no partial record at the cut
+
+
+def test_infer_says_why_it_cannot_read_a_file(cli, tmp_path):
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(gzip.compress(b"a,b\n" + b"1,2\n" * 1000)[:40] + b"\xff" * 40)
+    code, _, err = cli("infer", broken)
+    assert code == 1 and "undecodable" in err
+    assert cli("infer", tmp_path / "missing.csv")[0] == 2
