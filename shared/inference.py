@@ -159,6 +159,7 @@ def read_sample(
                 schema=dict.fromkeys(names, pl.String),
                 missing_columns="insert",
                 truncate_ragged_lines=True,
+                extra_columns="ignore",  # surplus fields in a chunk's first row are not a schema
                 raise_if_empty=False,
             )
             .head(sample_rows)

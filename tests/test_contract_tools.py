@@ -271,3 +271,10 @@ def test_infer_says_why_it_cannot_read_a_file(cli, tmp_path):
     code, _, err = cli("infer", broken)
     assert code == 1 and "undecodable" in err
     assert cli("infer", tmp_path / "missing.csv")[0] == 2
+
+
+def test_infer_reads_a_sample_whose_first_row_has_surplus_fields(cli, tmp_path):
+    path = tmp_path / "surplus.csv"
+    path.write_text("a,b\n1,2,3,4\n" + "5,6\n" * 50)
+    code, out, _ = cli("infer", path)
+    assert code == 0 and 'name = "b"' in out

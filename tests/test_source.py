@@ -162,6 +162,7 @@ def test_too_many_fields_is_ragged_but_a_trailing_empty_field_is_not(tmp_path):
 
 SHORT_ROWS = "polars fills missing trailing fields with null; needs the short-row check in transform.py, see report"
 LINES = "the line is the record's number, not its first physical line; needs the fix in transform.py, see report"
+SURPLUS = "a chunk whose first row has 2+ surplus fields is a polars SchemaError; needs extra_columns='ignore', see report"
 ONE_COLUMN = "a one-column header defaults the delimiter to ','; needs the sniffing fix in source.py, see report"
 TOO_FEW = (
     "Date,Domain,Location,Value,Transaction_count\n"
@@ -220,6 +221,16 @@ def test_a_short_row_after_a_quoted_newline_is_ragged_at_its_own_line(tmp_path):
     )
     got = rejects(transform_bytes(data, tmp_path)).select("line", "reason").rows()
     assert got == [(4, "ragged_row"), (5, "invalid_number")]
+
+
+@pytest.mark.xfail(strict=True, reason=SURPLUS)
+@pytest.mark.parametrize("where", ["first row", "first row of a later chunk"])
+def test_two_surplus_fields_in_the_first_row_of_a_chunk_are_ragged_not_a_crash(tmp_path, where):
+    good = b"1/2/2022,RETAIL,Goa,5,1\n"
+    surplus = b"1/1/2022,RETAIL,Goa,5,1,x,y\n"
+    body = surplus + good * 10 if where == "first row" else good * 300 + surplus + good * 300
+    result = transform_bytes(b"Date,Domain,Location,Value,Transaction_count\n" + body, tmp_path, chunk_bytes=300 * len(good))
+    assert [(r["reason"], r["rows"]) for r in result.rejects_by_reason] == [("ragged_row", 1)]
 
 
 @pytest.mark.xfail(strict=True, reason=ONE_COLUMN)
