@@ -94,7 +94,38 @@ class Loader:
             extra={"run_id": request["run_id"], "dataset": request["dataset"], "source_blob": request["source"]["blob"],
                    "status": outcome.status, "seconds": round(outcome.seconds, 3)},
         )  # fmt: skip
+        self._tidy(conn, request, outcome)
         return outcome
+
+    def _tidy(self, conn: Connection, request: dict[str, Any], outcome: Outcome) -> None:
+        """Once the outcome is committed, delete the outputs in storage that nothing will read:
+        after a load, those of the source's older runs; after a skip, those of the skipped run,
+        which left in place would put the same rows in ``curated`` more than once (the same
+        event delivered twice makes two runs of one version). The outputs of the run that is
+        loaded are never deleted; when its own request comes again, its pruning is done again,
+        in case the first delivery was cut short.
+
+        A transient failure here (storage unreachable) is raised, so that the message comes
+        back and the tidying is finished by its next delivery, which finds the load done."""
+        if outcome.status not in ("loaded", "duplicate", "superseded"):
+            return
+        run_id = request["run_id"]
+        try:
+            if outcome.status == "loaded":
+                mine = True
+            else:
+                src = request["source"]
+                row = ledger.get(conn, self.schema, src["blob"], src["etag"])
+                mine = bool(row and row["status"] == ledger.LOADED and row["run_id"] == run_id)
+            if mine:
+                self._delete_runs(request, lambda run: run < run_id)
+            else:
+                self._delete_runs(request, lambda run: run == run_id)
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning("tidying the outputs of %s failed; the message will come back: %s", request["source"]["blob"], exc)
+                raise
+            log.warning("tidying the outputs of %s failed: %s", request["source"]["blob"], exc)
 
     def _load(self, conn: Connection, request: dict[str, Any], contract: Contract | None) -> Outcome:
         blob = request["source"]["blob"]
@@ -117,7 +148,6 @@ class Loader:
             if early == "superseded":
                 ledger.record(conn, self.schema, request, ledger.SUPERSEDED)
         if early:
-            self._drop_skipped_run(conn, request)
             return Outcome(early, blob, run_id)
 
         scratch = Path(tempfile.mkdtemp(prefix="load-"))
@@ -137,9 +167,7 @@ class Loader:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         if late:
-            self._drop_skipped_run(conn, request)
             return Outcome(late, blob, run_id)
-        self._prune(request)
         return Outcome("loaded", blob, run_id, rows=rows)
 
     def _skip_reason(self, conn: Connection, request: dict[str, Any], contract: Contract) -> str | None:
@@ -185,45 +213,24 @@ class Loader:
             raise PipelineError("missing_output", f"the manifest names no output for {', '.join(missing)}")
         return frames
 
-    def _prune(self, request: dict[str, Any]) -> None:
-        """Delete outputs of older runs of this source (never newer ones)."""
-        self._delete_runs(request, lambda run: run < request["run_id"], "older outputs")
-
-    def _drop_skipped_run(self, conn: Connection, request: dict[str, Any]) -> None:
-        """Delete the outputs of a run that was not loaded because another run of its version
-        was (the same event delivered twice) or a newer version was: nothing will load them, and
-        left in place they would put the same rows in ``curated`` more than once. Never the
-        outputs of the run that is loaded (its own request delivered again)."""
-        src = request["source"]
-        try:
-            row = ledger.get(conn, self.schema, src["blob"], src["etag"])
-        except Exception as exc:  # noqa: BLE001 - housekeeping; the outcome is already decided
-            log.warning("could not check the loaded run of %s: %s", src["blob"], exc)
-            return
-        if row and row["status"] == ledger.LOADED and row["run_id"] == request["run_id"]:
-            return
-        self._delete_runs(request, lambda run: run == request["run_id"], "outputs of a run that was not loaded")
-
-    def _delete_runs(self, request: dict[str, Any], chosen: Callable[[str], bool], what: str) -> None:
+    def _delete_runs(self, request: dict[str, Any], chosen: Callable[[str], bool]) -> None:
         """Delete the outputs of this source's runs that ``chosen(run_id)`` picks: their manifests
         first, so that a run is never seen published with an output missing, even if deleting
-        stops half way; then their other outputs in curated, then their rejects in quarantine."""
-        try:
-            paths = layout.RunPaths(request["dataset"], request["source_key"], request["run_id"])
-            prefixes = sorted(paths.prefixes(), key=lambda p: "/manifests/" not in p[1])
-            for container, prefix in prefixes:
-                for info in self.store.list(container, prefix):
-                    parts = info.name.split("/")
-                    if paths.source_key in parts and chosen(parts[-1].split(".", 1)[0]):
-                        self.store.delete(container, info.name)
-            container, rejects = paths.rejects  # <dataset>/<source key>/<run>/rejects.parquet
-            leaf = rejects.rsplit("/", 1)[1]
-            for info in self.store.list(container, rejects.rsplit("/", 2)[0] + "/"):
+        stops half way; then their other outputs in curated, then their rejects in quarantine
+        (the quarantined copies and error reports of refused files stay)."""
+        paths = layout.RunPaths(request["dataset"], request["source_key"], request["run_id"])
+        prefixes = sorted(paths.prefixes(), key=lambda p: "/manifests/" not in p[1])
+        for container, prefix in prefixes:
+            for info in self.store.list(container, prefix):
                 parts = info.name.split("/")
-                if parts[-1] == leaf and chosen(parts[-2]):
+                if paths.source_key in parts and chosen(parts[-1].split(".", 1)[0]):
                     self.store.delete(container, info.name)
-        except Exception as exc:  # noqa: BLE001 - housekeeping; the load already committed
-            log.warning("deleting %s of %s failed: %s", what, request["source"]["blob"], exc)
+        container, rejects = paths.rejects  # <dataset>/<source key>/<run>/rejects.parquet
+        leaf = rejects.rsplit("/", 1)[1]
+        for info in self.store.list(container, rejects.rsplit("/", 2)[0] + "/"):
+            parts = info.name.split("/")
+            if parts[-1] == leaf and chosen(parts[-2]):
+                self.store.delete(container, info.name)
 
 
 def _lock(conn: Connection, dataset: str, blob: str) -> None:
