@@ -49,7 +49,8 @@ class PgCluster:
 
     def __init__(self, root: Path | None = None) -> None:
         self.bin = pg_bin()
-        self.root = root or Path(tempfile.mkdtemp(prefix="pg-fault-"))
+        self.root = root or Path(tempfile.mkdtemp(prefix="pg-fault-"))  # every parent must be open to postgres
+        self.root.mkdir(parents=True, exist_ok=True)
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = free_port()

@@ -37,23 +37,33 @@ BY_FILE = "analytics.bank_transactions_daily_by_file"
 # --- data ------------------------------------------------------------------------------------------
 
 
-def write_bank(path: Path, rows: int, *, seed: int, locations: int | None = None, dirty: float = 0.0) -> Path:
+def write_bank(
+    path: Path, rows: int, *, seed: int, locations: int | None = None, dirty: float = 0.0, duplicates: float = 0.0
+) -> Path:
     """A bank CSV of ``rows`` rows. ``locations=None`` makes every row its own (date, domain,
     location) key, so the aggregates are as large as the file and a load's COPY takes time; a
-    small number makes files that overlap on their keys. ``dirty`` rows break a rule."""
+    small number makes files that overlap on their keys. ``dirty`` rows break a rule;
+    ``duplicates`` rows repeat an earlier row exactly."""
     rng = random.Random(seed)
     start = date(2022, 1, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
+    written: list[list[str]] = []
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(HEADER)
         for i in range(rows):
+            if written and duplicates and rng.random() < duplicates:
+                out.writerow(rng.choice(written))
+                continue
             day = start + timedelta(days=rng.randrange(365))
             where = f"Loc-{seed}-{i}" if locations is None else f"Town {rng.randrange(locations)}"
             value, count = str(rng.randrange(1, 10**7)), str(rng.randrange(1, 500))
             if dirty and rng.random() < dirty:
                 value = rng.choice(["", "n/a", "-5"])
-            out.writerow([f"{day.month}/{day.day}/{day.year}", rng.choice(DOMAINS), where, value, count])
+            row = [f"{day.month}/{day.day}/{day.year}", rng.choice(DOMAINS), where, value, count]
+            out.writerow(row)
+            if duplicates:
+                written.append(row)
     return path
 
 
@@ -269,10 +279,19 @@ class RunnerProcess:
 
     @classmethod
     def fast_retry(
-        cls, env: dict[str, str], log: Path, *, workers: int = 2, once: bool = False, retry_after: float = 1.0
+        cls,
+        env: dict[str, str],
+        log: Path,
+        *,
+        workers: int = 2,
+        once: bool = False,
+        retry_after: float = 1.0,
+        storage_retries: int | None = None,
     ) -> RunnerProcess:
         """``tests/faults/runner.py``: the same LocalHost, with a short ``visibilityTimeout``."""
         args = [sys.executable, "-m", "tests.faults.runner", "--workers", str(workers), "--retry-after", str(retry_after)]
+        if storage_retries is not None:
+            args += ["--storage-retries", str(storage_retries)]
         return cls(env, log, args + (["--once"] if once else []))
 
     def start(self) -> RunnerProcess:
@@ -351,10 +370,10 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True, name="rss-sampler")
         self.current, self.every = current, every
         self.samples: list[tuple[float, int, int]] = []  # (monotonic, pid, kB)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.every):
+        while not self._halt.wait(self.every):
             runner = self.current()
             if runner is not None:
                 kb = runner.sample_rss()
@@ -362,7 +381,7 @@ class Sampler(threading.Thread):
                     self.samples.append((time.monotonic(), runner.pid, kb))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
 
 

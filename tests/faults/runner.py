@@ -5,7 +5,11 @@ overridden (as the in-process tests do with ``queue_overrides``) so that a faile
 back after a second instead of host.json's 30 s; a soak of a few minutes can then see many
 faults and their retries. Settings come from the environment, as for ``python -m shared run``.
 
-    python -m tests.faults.runner --workers 2 --retry-after 1 [--once]
+    python -m tests.faults.runner --workers 2 --retry-after 1 [--once] [--storage-retries 1]
+
+``--storage-retries`` shortens the storage SDK's own retries (``harness.impatient_storage``), so
+that a storage restart reaches the functions and the runner instead of stalling every request
+for 15 s or more.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--retry-after", type=float, default=1.0, help="visibilityTimeout after a failure, seconds")
     p.add_argument("--once", action="store_true", help="process everything pending, then exit")
+    p.add_argument("--storage-retries", type=int, help="storage SDK retries (default: the SDK's own)")
+    p.add_argument("--storage-backoff", type=float, default=0.5, help="with --storage-retries: first back-off, seconds")
     args = p.parse_args(argv)
+    if args.storage_retries is not None:
+        from tests.faults.harness import impatient_storage
+
+        impatient_storage(args.storage_retries, args.storage_backoff)
 
     from shared import logs
 
