@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,6 +134,15 @@ class BreakableAzurite(Azurite):
     def __init__(self, location: Path | None = None) -> None:
         super().__init__(location or Path(tempfile.mkdtemp(prefix="azurite-fault-")))
         self.restarts = 0
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start it, unless it was closed: a restart scheduled by a test that has already
+        failed must not leave an emulator behind."""
+        with self._lock:
+            if not self.closed:
+                super().start()
 
     def stop(self, graceful: bool = True) -> None:
         proc = self.proc
@@ -156,7 +166,9 @@ class BreakableAzurite(Azurite):
         self.restarts += 1
 
     def close(self) -> None:
-        self.stop(graceful=False)
+        with self._lock:
+            self.closed = True
+            self.stop(graceful=False)
         shutil.rmtree(self.location, ignore_errors=True)
 
 

@@ -193,7 +193,7 @@ class Soak:
     def start_runner(self) -> None:
         n = len(self.runners)
         runner = harness.RunnerProcess.fast_retry(
-            self.env, self.work / f"runner-{n}.log", workers=self.c.workers, retry_after=1, storage_retries=1
+            self.env, self.work / f"runner-{n}.log", workers=self.c.workers, retry_after=1, storage_retries=0
         )
         self.runners.append(runner.start())
         self.runner = runner
