@@ -164,6 +164,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def code_fingerprint() -> str:
+    """A hash of the code under test as it is on disk now (shared/, function_app.py, contracts/):
+    other engineers edit the same working tree, so a run records what it measured."""
+    digest = hashlib.sha256()
+    files = [*sorted((ROOT / "shared").rglob("*.py")), ROOT / "function_app.py", *sorted((ROOT / "contracts").glob("*.toml"))]
+    for path in files:
+        if path.exists():
+            digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpu": _cpu_model(),
@@ -177,7 +188,12 @@ def machine() -> dict[str, Any]:
 
 def stamp() -> dict[str, Any]:
     """When, where and on what code a result was measured."""
-    return {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": git_commit(), "machine": machine()}
+    return {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "code": code_fingerprint(),
+        "machine": machine(),
+    }
 
 
 def write_json(path: Path, doc: Any) -> None:

@@ -25,7 +25,7 @@ _LAUNCHER = """
 import os, subprocess, sys
 p = subprocess.Popen(sys.argv[2:])
 _, status, usage = os.wait4(p.pid, 0)
-open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+open(sys.argv[1], "w").write(f"{usage.ru_maxrss} {usage.ru_utime} {usage.ru_stime}")
 sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
 """
 
@@ -37,6 +37,7 @@ class Measured:
     returncode: int
     stdout: str
     stderr: str
+    cpu: float | None = None  # user + system CPU seconds of the child (all its threads)
 
     @property
     def peak_rss_mib(self) -> float:
@@ -60,13 +61,14 @@ def _time_works() -> bool:
 
 
 METHOD = "/usr/bin/time -f %M" if _time_works() else "wait4() in a bare launcher"
+"""How peak RSS (and CPU time, ``%U + %S``) are read."""
 
 
 def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float | None = None) -> Measured:
     with tempfile.TemporaryDirectory(prefix="bench-measure-") as tmp:
         out, err, rep = Path(tmp, "out"), Path(tmp, "err"), Path(tmp, "rss")
         if METHOD.startswith(TIME):
-            cmd = [TIME, "-f", "%M", "-o", str(rep), *argv]
+            cmd = [TIME, "-f", "%M %U %S", "-o", str(rep), *argv]
         else:
             cmd = [sys.executable, "-S", "-c", _LAUNCHER, str(rep), *argv]
         with open(out, "wb") as fo, open(err, "wb") as fe:
@@ -81,8 +83,15 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeou
             wall = time.perf_counter() - started
         report = rep.read_text().strip().splitlines() if rep.exists() else []
         # time writes "Command exited with non-zero status N" (or "terminated by signal") first
-        rss = int(report[-1]) if report and report[-1].strip().isdigit() else 0
-        return Measured(wall, rss, code, out.read_text(errors="replace"), err.read_text(errors="replace"))
+        rss, cpu = 0, None
+        fields = report[-1].split() if report else []
+        if len(fields) == 3 and fields[0].isdigit():
+            rss = int(fields[0])
+            try:
+                cpu = float(fields[1]) + float(fields[2])
+            except ValueError:
+                cpu = None
+        return Measured(wall, rss, code, out.read_text(errors="replace"), err.read_text(errors="replace"), cpu)
 
 
 def have(program: str) -> bool:

@@ -53,7 +53,13 @@ def run_once(
         env=os.environ | {"PYTHONPATH": str(common.ROOT)},
         timeout=timeout,
     )
-    record: dict[str, Any] = {"wall": m.wall, "peak_rss_mib": m.peak_rss_mib, "returncode": m.returncode, "busy_before": busy}
+    record: dict[str, Any] = {
+        "wall": m.wall,
+        "cpu": m.cpu,
+        "peak_rss_mib": m.peak_rss_mib,
+        "returncode": m.returncode,
+        "busy_before": busy,
+    }
     if m.returncode != 0:
         tail = "\n".join(m.stderr.strip().splitlines()[-12:])
         record["error"] = tail or f"exit status {m.returncode}"
@@ -96,6 +102,7 @@ def bench_size(
             runnable.append(name)
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in runnable}
     reference: tuple[str, Any] | None = None
+    code_before = common.code_fingerprint()
     for r in range(repeat):
         warm = common.warm_cache(input_path)
         common.log(f"[{common.rows_label(rows)}] round {r + 1}/{repeat} (input read once to warm the cache: {warm:.2f} s)")
@@ -129,10 +136,16 @@ def bench_size(
             shutil.rmtree(outdir, ignore_errors=True)
             os.sync()
             busy = f"  [others busy {record['busy_before']:.0%}]" if record.get("busy_before") is not None else ""
+            cpu = f"cpu {record['cpu']:6.2f} s" if record.get("cpu") is not None else ""
             common.log(
-                f"  {name:<20} {record['wall']:7.2f} s  {record['peak_rss_mib']:8.0f} MiB  "
+                f"  {name:<20} {record['wall']:7.2f} s  {cpu}  {record['peak_rss_mib']:6.0f} MiB  "
                 f"(work {record['work_seconds']:.2f} s)  {checked}{busy}"
             )
+    if common.code_fingerprint() != code_before:
+        notes.append(
+            "WARNING: shared/ (or function_app.py, contracts/) changed on disk during this size's runs, "
+            "so the pipeline's runs did not all measure the same code"
+        )
     busy = [r["busy_before"] for rs in runs.values() for r in rs if r.get("busy_before") is not None]
     if busy:
         notes.append(
@@ -173,6 +186,7 @@ def summarise(name: str, records: list[dict[str, Any]], rows: int, size: int) ->
         "wall_min": min(r["wall"] for r in ok),
         "wall_max": max(r["wall"] for r in ok),
         "work": common.median([r["work_seconds"] for r in ok if r.get("work_seconds") is not None]),
+        "cpu": common.median([r["cpu"] for r in ok if r.get("cpu") is not None]) if any(r.get("cpu") for r in ok) else None,
         "peak_rss_mib": common.median([r["peak_rss_mib"] for r in ok]),
         "peak_rss_mib_max": max(r["peak_rss_mib"] for r in ok),
         "rows_per_s": rows / wall,
