@@ -466,5 +466,6 @@ def test_a_short_soak_with_faults_at_random_points_loses_nothing_doubles_nothing
 
     assert report.ok, report.render()
     assert all(report.faults[kind] >= 1 for kind in soak.KINDS), report.faults
-    assert report.runner["failed"] >= 1 and report.runners_started >= 2, report.render()  # the faults bit
+    # the faults reached the pipeline: failed invocations or storage outages the runner waited out
+    assert report.runner["failed"] + report.runner["outages"] >= 1 and report.runners_started >= 2, report.render()
     assert report.expected is not None and report.expected.valid > 0 and report.expected.duplicate > 0

@@ -92,6 +92,7 @@ class Report:
     fault_log: list[tuple[float, str, str]] = field(default_factory=list)
     runner: Counter[str] = field(default_factory=Counter)
     runners_started: int = 0
+    causes: Counter[str] = field(default_factory=Counter)
     poison: list[str] = field(default_factory=list)
     rss: list[tuple[float, int, int]] = field(default_factory=list)
     expected: oracle.Expected | None = None
@@ -115,9 +116,19 @@ class Report:
         for t, _, kb in self.rss:
             minute = int((t - t0) // 60)
             minutes[minute] = max(minutes.get(minute, 0), kb)
+        by_pid: dict[int, list[tuple[float, int]]] = {}
+        for t, pid, kb in self.rss:
+            by_pid.setdefault(pid, []).append((t, kb))
+        longest = max(by_pid.values(), key=lambda series: series[-1][0] - series[0][0])
+        span = longest[-1][0] - longest[0][0]
+        early = [kb for t, kb in longest if t - longest[0][0] <= span / 4]
+        late = [kb for t, kb in longest if t - longest[0][0] >= span * 3 / 4]
         return {
             "samples": len(self.rss),
-            "processes": len({pid for _, pid, _ in self.rss}),
+            "processes": len(by_pid),
+            "longest_s": span,
+            "longest_first_quarter_max_mb": max(early) / MB,
+            "longest_last_quarter_max_mb": max(late) / MB,
             "median_mb": statistics.median(kb for _, _, kb in self.rss) / MB,
             "max_mb": max(kb for _, _, kb in self.rss) / MB,
             "first_half_max_mb": max(first, default=0) / MB,
@@ -140,7 +151,10 @@ class Report:
             "faults    " + " · ".join(f"{k} {self.faults[k]}" for k in KINDS) + f" ({sum(self.faults.values())} in all)",
             f"runner    {self.runners_started} processes; {self.runner['done']} invocations done, {self.runner['failed']} failed"
             f" (each retried), {self.runner['redelivered']} messages done on a later delivery,"
-            f" {self.runner['outages']} storage outages waited out, {self.runner['bookkeeping']} bookkeeping failures",
+            f" {self.runner['outages']} storage outages waited out, {self.runner['bookkeeping']} bookkeeping failures"
+            + (
+                " (failures by cause: " + ", ".join(f"{k} {n}" for k, n in self.causes.most_common()) + ")" if self.causes else ""
+            ),
             f"poison    {len(self.poison)} message(s)" + (": " + "; ".join(self.poison) if self.poison else ""),
             f"curated   {self.curated['published']} published runs, {self.curated['unpublished']} unpublished leftovers"
             f" (no manifest), {self.curated['half']} half-published",
@@ -150,7 +164,9 @@ class Report:
                 f"memory    RSS of the runner, {mem['samples']} samples over {mem['processes']} processes:"
                 f" median {mem['median_mb']:.0f} MB, max {mem['max_mb']:.0f} MB; peak first half"
                 f" {mem['first_half_max_mb']:.0f} MB, second half {mem['second_half_max_mb']:.0f} MB;"
-                f" per-minute max {mem['per_minute_max_mb']} MB"
+                f" per-minute max {mem['per_minute_max_mb']} MB; the longest-lived process ({mem['longest_s']:.0f} s)"
+                f" peaked at {mem['longest_first_quarter_max_mb']:.0f} MB in its first quarter and"
+                f" {mem['longest_last_quarter_max_mb']:.0f} MB in its last"
             )
         lines.append("result    " + ("PASS" if self.ok else "FAIL"))
         lines += [f"  - {p}" for p in self.problems]
@@ -424,6 +440,8 @@ class Soak:
                         self.report.runner["redelivered"] += 1
                 elif " failed after " in text:
                     self.report.runner["failed"] += 1
+                    cause = text.split(" failed after ", 1)[1].split(": ", 2)
+                    self.report.causes[cause[1] if len(cause) > 1 else "?"] += 1
                 elif "storage unreachable" in text:
                     self.report.runner["outages"] += 1
                 elif "bookkeeping failed" in text:
