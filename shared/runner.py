@@ -226,7 +226,8 @@ class LocalHost:
         return self.stats
 
     def _until_reachable(self, step: Callable[[], Any], deadline: float | None) -> None:
-        """Run a storage call, retrying it while the storage is unreachable."""
+        """Run a storage call, retrying it (and saying so, once) while the storage is unreachable."""
+        waited = False
         while True:
             try:
                 step()
@@ -234,6 +235,9 @@ class LocalHost:
             except Exception as exc:
                 if not is_transient(exc) or (deadline and time.monotonic() > deadline) or self._stop.is_set():
                     raise
+                if not waited:
+                    self.on_event(f"  runner: storage unreachable, waiting for it: {type(exc).__name__}: {exc}")
+                    waited = True
                 time.sleep(self.max_poll)
 
     def _watch(self, future: Future[Any], label: str) -> Future[Any]:
