@@ -178,7 +178,8 @@ class Soak:
         self.c = config
         self.work = work
         self.out = out
-        self.rng = random.Random(config.seed)
+        self.rng = random.Random(config.seed)  # the schedule, the files, the faults' details
+        self.pick = random.Random(config.seed + 1)  # which published run to deliver again: depends on timing
         self.report = Report(config)
         self.cluster: PgCluster | None = None
         self.azurite: BreakableAzurite | None = None
@@ -327,7 +328,7 @@ class Soak:
         from shared import manifest, storage
 
         manifests = harness.names(self.blobs, "curated", f"{harness.DATASET}/manifests/")
-        for name in self.rng.sample(manifests, len(manifests)):
+        for name in self.pick.sample(manifests, len(manifests)):
             try:
                 doc = json.loads(self.blobs.get_blob_client("curated", name).download_blob().readall())
             except Exception:  # noqa: BLE001 - pruned since it was listed: try another
