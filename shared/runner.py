@@ -233,7 +233,9 @@ class LocalHost:
                 step()
                 return
             except Exception as exc:
-                if not is_transient(exc) or (deadline and time.monotonic() > deadline) or self._stop.is_set():
+                if self._stop.is_set():
+                    return  # asked to stop while waiting: nothing to stop
+                if not is_transient(exc) or (deadline and time.monotonic() > deadline):
                     raise
                 if not waited:
                     self.on_event(f"  runner: storage unreachable, waiting for it: {type(exc).__name__}: {exc}")
