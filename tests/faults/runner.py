@@ -18,7 +18,9 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from types import FrameType
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage-retries", type=int, help="storage SDK retries (default: the SDK's own)")
     p.add_argument("--storage-backoff", type=float, default=0.5, help="with --storage-retries: first back-off, seconds")
     args = p.parse_args(argv)
+    stopping = threading.Event()  # SIGTERM ends the runner cleanly, even while the app is imported
+    hosts: list[Any] = []
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+        for h in hosts:
+            h.stop()
+
+    signal.signal(signal.SIGTERM, stop)
     if args.storage_retries is not None:
         from tests.faults.harness import impatient_storage
 
@@ -50,10 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         on_event=lambda text: print(text, flush=True),
     )
 
-    def stop(_signum: int, _frame: FrameType | None) -> None:
+    hosts.append(host)
+    if stopping.is_set():
         host.stop()
-
-    signal.signal(signal.SIGTERM, stop)
     stats = host.run(until_idle=args.once)
     print(f"{stats.invocations} invocations, {stats.failures} failed, {stats.poisoned} sent to poison queues", flush=True)
     return 0
