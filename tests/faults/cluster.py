@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from tests.conftest import Azurite, free_port, wait_for_port
+from tests.conftest import AZURITE, Azurite, free_port, wait_for_port
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
 
@@ -131,18 +131,35 @@ def pg_cluster() -> Iterator[PgCluster]:
 class BreakableAzurite(Azurite):
     """A private Azurite whose ``restart()`` keeps its data and ports (see the module doc)."""
 
-    def __init__(self, location: Path | None = None) -> None:
+    def __init__(self, location: Path | None = None, debug_log: Path | None = None) -> None:
         super().__init__(location or Path(tempfile.mkdtemp(prefix="azurite-fault-")))
         self.restarts = 0
         self.closed = False
+        self.debug_log = debug_log  # Azurite's own debug log (every request), when a run needs explaining
         self._lock = threading.Lock()
 
     def start(self) -> None:
         """Start it, unless it was closed: a restart scheduled by a test that has already
         failed must not leave an emulator behind."""
         with self._lock:
-            if not self.closed:
+            if self.closed:
+                return
+            if self.debug_log is None:
                 super().start()
+                return
+            self.proc = subprocess.Popen(
+                [
+                    str(AZURITE), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--location", str(self.location),
+                    "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
+                    "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
+                    "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
+                    "--debug", str(self.debug_log),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            wait_for_port(self.blob_port)
+            wait_for_port(self.queue_port)
 
     def stop(self, graceful: bool = True) -> None:
         proc = self.proc

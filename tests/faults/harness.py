@@ -135,16 +135,16 @@ def backend_gone(dsn: str, pid: int, timeout: float = 30.0) -> bool:
 # --- storage ---------------------------------------------------------------------------------------
 
 
-def blob_service(connection_string: str) -> Any:
+def blob_service(connection_string: str, **options: Any) -> Any:
     from azure.storage.blob import BlobServiceClient
 
-    return BlobServiceClient.from_connection_string(connection_string)
+    return BlobServiceClient.from_connection_string(connection_string, **options)
 
 
-def queue_service(connection_string: str) -> Any:
+def queue_service(connection_string: str, **options: Any) -> Any:
     from azure.storage.queue import QueueServiceClient
 
-    return QueueServiceClient.from_connection_string(connection_string)
+    return QueueServiceClient.from_connection_string(connection_string, **options)
 
 
 def ensure_containers(service: Any) -> None:
