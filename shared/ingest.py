@@ -86,10 +86,9 @@ def _run(
             known = ", ".join(sorted(contracts)) or "none"
             where = f"folder {dataset!r}" if dataset else "no dataset folder"
             raise FileRefused("unknown_dataset", f"{blob_name!r} is in {where}; known datasets: {known}")
-        with telemetry.stage("download_split", timings, dataset=contract.dataset):
-            src = source.split(
+        with telemetry.stage("open", timings, dataset=contract.dataset):
+            src = source.open_source(
                 blocks,
-                scratch / "chunks",
                 delimiter=contract.dialect.delimiter,
                 quote=contract.dialect.quote,
                 encoding=contract.dialect.encoding,
@@ -124,8 +123,20 @@ def _publish(
     force: bool,
 ) -> dict[str, Any]:
     t = time.perf_counter()
-    outputs: dict[str, Any] = {"clean": manifest.blob_ref(paths.clean), "aggregates": {}, "distinct_values": {}}
-    store.upload_file(*paths.clean, result.outputs.clean)
+    parts = [paths.clean_part(i) for i in range(len(result.outputs.clean_parts))]
+    for target, path in zip(parts, result.outputs.clean_parts, strict=True):
+        store.upload_file(*target, path)
+    outputs: dict[str, Any] = {
+        # one table in part files: ``name`` is the first (readers of a single file still work),
+        # ``parts`` lists them all, relative to ``prefix``
+        "clean": {
+            **manifest.blob_ref(parts[0]),
+            "prefix": paths.clean_prefix[1],
+            "parts": [name.removeprefix(paths.clean_prefix[1]) for _, name in parts],
+        },
+        "aggregates": {},
+        "distinct_values": {},
+    }
     for name, path in result.outputs.aggregates.items():
         store.upload_file(*paths.aggregate(name), path)
         outputs["aggregates"][name] = manifest.blob_ref(paths.aggregate(name))
@@ -159,7 +170,7 @@ def _publish(
             "line_end": {"\n": "LF or CRLF", "\r": "CR"}[src.eol],
             "bytes_in": src.bytes_in,
             "bytes_text": src.bytes_text,
-            "chunks": len(src.chunks),
+            "chunks": src.segment_count,
             **src.notes,
         },
         timings=timings,

@@ -68,8 +68,19 @@ class RunPaths:
     run_id: str
 
     @property
+    def clean_prefix(self) -> tuple[str, str]:
+        """The run's clean rows: a folder of part files that together are one table."""
+        return CURATED, f"{self.dataset}/clean/{self.source_key}/{self.run_id}/"
+
+    def clean_part(self, i: int) -> tuple[str, str]:
+        # The file name starts with the run id, as every output's does: pruning reads it there.
+        container, prefix = self.clean_prefix
+        return container, f"{prefix}{self.run_id}.part-{i:05d}.parquet"
+
+    @property
     def clean(self) -> tuple[str, str]:
-        return CURATED, f"{self.dataset}/clean/{self.source_key}/{self.run_id}.parquet"
+        """The first part of the clean rows (all of them for a file of up to 2M valid rows)."""
+        return self.clean_part(0)
 
     def aggregate(self, name: str) -> tuple[str, str]:
         return CURATED, f"{self.dataset}/aggregates/{name}/{self.source_key}/{self.run_id}.parquet"

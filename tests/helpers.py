@@ -34,7 +34,8 @@ def transform_bytes(
 
 
 def clean_rows(result: transform.Result) -> pl.DataFrame:
-    return pl.read_parquet(result.outputs.clean).drop("_source_blob", "_run_id").sort("_line")
+    """Every clean row of a run (in part files), in line order."""
+    return pl.read_parquet(result.outputs.clean_parts).drop("_source_blob", "_run_id").sort("_line")
 
 
 def rejects(result: transform.Result) -> pl.DataFrame:

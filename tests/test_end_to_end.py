@@ -53,6 +53,13 @@ def read_parquet(azurite, container: str, name: str) -> pl.DataFrame:
     return pl.read_parquet(io.BytesIO(data))
 
 
+def read_clean(azurite, manifest: dict) -> pl.DataFrame:
+    """A run's clean rows: every part file the manifest lists."""
+    ref = manifest["outputs"]["clean"]
+    assert ref["name"] == ref["prefix"] + ref["parts"][0]  # a reader of one file gets the first part
+    return pl.concat([read_parquet(azurite, ref["container"], ref["prefix"] + part) for part in ref["parts"]])
+
+
 def view_rows(dsn: str) -> set[tuple]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
@@ -107,7 +114,7 @@ def test_a_dropped_csv_becomes_curated_parquet_and_postgres_aggregates(services,
     reasons = {(r["reason"], r["column"]): r["rows"] for r in manifest["quality"]["rejects_by_reason"]}
     assert reasons == expected.reasons
 
-    clean = read_parquet(azurite, "curated", manifest["outputs"]["clean"]["name"])
+    clean = read_clean(azurite, manifest)
     assert clean.height == expected.valid
     assert clean.select(pl.struct(pl.exclude("_line", "_source_blob", "_run_id")).is_duplicated().any()).item() is False
     assert set(clean["_source_blob"].unique()) == {f"{DATASET}/2024/day-1.csv"}
@@ -175,7 +182,7 @@ def test_reloading_a_file_replaces_exactly_its_own_contribution(services, tmp_pa
     run_host()
 
     assert view_rows(dsn) == oracle.bank(a2).add(oracle.bank(b)).view_rows()
-    # outputs of the replaced run are pruned from curated: one clean file per source
+    # outputs of the replaced run are pruned from curated: one clean run (one part here) per source
     assert len(names(azurite, "curated", f"{DATASET}/clean/")) == 2
 
 
