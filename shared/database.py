@@ -113,20 +113,31 @@ def connect(
 
 
 class ConnectionCache:
-    """One connection per thread, reused across invocations, replaced when it is broken or
-    older than ``max_lifetime`` (so an Entra token never outlives its connection)."""
+    """One connection per thread, reused across invocations, replaced when it is broken, older
+    than ``max_lifetime`` (so an Entra token never outlives its connection), or dead after a
+    quiet spell: a connection idle for ``check_after`` seconds is pinged before it is handed
+    out, so a server restart or a dropped idle connection costs a reconnect, not a failed
+    delivery."""
 
     def __init__(
-        self, factory: Callable[[], psycopg.Connection] | None = None, max_lifetime: float = MAX_LIFETIME_SECONDS
+        self,
+        factory: Callable[[], psycopg.Connection] | None = None,
+        max_lifetime: float = MAX_LIFETIME_SECONDS,
+        check_after: float = 5.0,
     ) -> None:
         self.factory = factory or connect
         self.max_lifetime = max_lifetime
+        self.check_after = check_after
         self.local = threading.local()
 
     def get(self) -> psycopg.Connection:
         conn: psycopg.Connection | None = getattr(self.local, "conn", None)
         born: float = getattr(self.local, "born", 0.0)
-        if conn is not None and (conn.closed or conn.broken or time.monotonic() - born > self.max_lifetime):
+        used: float = getattr(self.local, "used", 0.0)
+        now = time.monotonic()
+        if conn is not None and (
+            conn.closed or conn.broken or now - born > self.max_lifetime or not self._alive(conn, now - used)
+        ):
             try:
                 conn.close()
             finally:
@@ -134,7 +145,17 @@ class ConnectionCache:
         if conn is None:
             conn = self.factory()
             self.local.conn, self.local.born = conn, time.monotonic()
+        self.local.used = time.monotonic()
         return conn
+
+    def _alive(self, conn: psycopg.Connection, idle: float) -> bool:
+        if idle < self.check_after:
+            return True
+        try:
+            conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
 
     def discard(self) -> None:
         conn = getattr(self.local, "conn", None)

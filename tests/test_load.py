@@ -95,3 +95,14 @@ def test_the_ml_applications_role_can_read_the_views_and_nothing_else(tmp_path, 
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_cached_connection_killed_while_idle_is_replaced_before_it_is_used(pg_dsn):
+    cache = database.ConnectionCache(lambda: psycopg.connect(pg_dsn, autocommit=True), check_after=0.0)
+    first = cache.get()
+    pid = first.info.backend_pid
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:  # as a server restart would
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    second = cache.get()
+    assert second is not first and second.info.backend_pid != pid
+    assert second.execute("SELECT 1").fetchone() == (1,)
