@@ -27,7 +27,7 @@ from typing import Any
 import polars as pl
 from psycopg import Connection, sql
 
-from shared import layout, ledger, telemetry, warehouse
+from shared import copy_binary, layout, ledger, telemetry, warehouse
 from shared.contract import Contract
 from shared.faults import PipelineError, is_permanent_database_error, is_transient
 from shared.storage import Store
@@ -246,22 +246,47 @@ def copy_type(pgtype: str) -> str:
 
 
 def _stage(conn: Connection, shape: warehouse.TableShape, df: pl.DataFrame) -> sql.Identifier:
-    """COPY a frame into a temporary table that disappears at commit."""
+    """COPY a frame into a temporary table that disappears at commit.
+
+    A ``numeric(38,0)`` column whose values all fit in 64 bits is staged as ``bigint``: the
+    INSERT from staging casts it back exactly, and binary int8 is 8 bytes that PostgreSQL reads
+    as is, where a numeric is up to 18 bytes of base-10000 digits to parse."""
     stage = sql.Identifier(f"stage_{shape.table}"[:63])
-    cols = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in shape.columns]
+    columns = [(n, _staging_type(t, df[n])) for n, t in shape.columns]
+    cols = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns]
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(stage, sql.SQL(", ").join(cols)))
-    copy_rows(conn, stage, shape.columns, df.select([n for n, _ in shape.columns]).iter_rows())
+    frame = df.select(pl.col(n).cast(pl.Int64) if t == "bigint" and df[n].dtype != pl.Int64 else pl.col(n) for n, t in columns)
+    copy_rows(conn, stage, columns, frame)
     return stage
 
 
-def copy_rows(conn: Connection, table: sql.Composable, columns: list[tuple[str, str]], rows: Iterable[tuple[Any, ...]]) -> None:
-    """Binary COPY of rows into ``table``; the types are set so psycopg dumps in binary."""
+def _staging_type(pgtype: str, values: pl.Series) -> str:
+    if pgtype.replace(" ", "") == "numeric(38,0)" and isinstance(values.dtype, pl.Decimal | pl.Int128 | pl.Int64):
+        whole = values.to_physical() if isinstance(values.dtype, pl.Decimal) else values
+        if whole.is_empty() or whole.drop_nulls().is_between(-(1 << 63), (1 << 63) - 1).all():
+            return "bigint"
+    return pgtype
+
+
+def copy_rows(
+    conn: Connection,
+    table: sql.Composable,
+    columns: list[tuple[str, str]],
+    rows: pl.DataFrame | Iterable[tuple[Any, ...]],
+) -> None:
+    """Binary COPY of rows into ``table``. A polars frame is encoded whole, without Python per
+    row (``shared.copy_binary``; its rows arrive in another order, which a table does not
+    keep anyway); other rows go through psycopg, with the types set so that it dumps binary."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         table, sql.SQL(", ").join(sql.Identifier(n) for n, _ in columns)
     )
     with conn.cursor() as cur, cur.copy(statement) as copy:
+        if isinstance(rows, pl.DataFrame) and all(copy_binary.supported(t) for _, t in columns):
+            for piece in copy_binary.encode(rows.select(n for n, _ in columns), [t for _, t in columns]):
+                copy.write(piece)
+            return
         copy.set_types([copy_type(t) for _, t in columns])
-        for row in rows:
+        for row in rows.iter_rows() if isinstance(rows, pl.DataFrame) else rows:
             copy.write_row(row)
 
 
