@@ -57,6 +57,18 @@ def transform_results(results_dir: Path) -> list[dict[str, Any]]:
 # --- transform -------------------------------------------------------------------------------------
 
 
+def _stamp(doc: dict[str, Any]) -> str:
+    code = f", code under test {doc['code']}" if doc.get("code") else ""
+    return f"Measured {doc['measured_at']} (commit {doc['commit']}{code})."
+
+
+def _error_line(error: str) -> str:
+    """The telling line of a failed run's stderr tail (the exception, not the advice after it)."""
+    lines = [ln.strip() for ln in error.splitlines() if ln.strip()]
+    telling = [ln for ln in lines if "Error" in ln or "Exception" in ln]
+    return ((telling or lines or ["?"])[-1])[:120].replace("|", "/")
+
+
 def transform_table(doc: dict[str, Any]) -> str:
     rows, size = doc["rows"], doc["bytes"]
     cs = doc["contenders"]
@@ -71,9 +83,7 @@ def transform_table(doc: dict[str, Any]) -> str:
     for name, c in cs.items():
         label = f"**{c['label']}**" if name == "pipeline" else c["label"]
         if "wall" not in c:
-            lines.append(
-                f"| {label} | failed: {c.get('error', '').splitlines()[-1][:80] if c.get('error') else '?'} ||||||||||||"
-            )
+            lines.append(f"| {label} | failed: {_error_line(c.get('error', ''))} ||||||||||||")
             continue
         lines.append(
             f"| {label} | {_f(c['wall'])} | {_f(c['wall_min'])}–{_f(c['wall_max'])} | {_rate(c['rows_per_s'])} "
@@ -102,6 +112,7 @@ def transform_table(doc: dict[str, Any]) -> str:
     failed = [f"{c['label']} ({c['failed']} of {c['ok'] + c['failed']} runs)" for c in cs.values() if c.get("failed")]
     if failed:
         lines.append(f"Failed runs: {', '.join(failed)}.")
+    lines.append(_stamp(doc))
     return "\n".join(lines) + "\n"
 
 
@@ -132,11 +143,16 @@ def chart(docs: list[dict[str, Any]], path: Path) -> Path | None:
                 ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, shown, va="center", fontsize=8)
             ax.set_title(f"{common.rows_label(doc['rows'])} rows: {title} ({unit}), lower is better", fontsize=10)
             ax.tick_params(labelsize=8)
-            ax.set_xlim(0, max(values) * 1.18 if values else 1)
+            ax.set_xlim(0, max([*values, 1]) * 1.18)
             base = doc["contenders"].get(BASELINE, {}).get("wall")
-            if key == "wall" and base and doc["rows"] >= 10_000_000:
+            if key == "wall" and base and doc["rows"] == 10_000_000:
                 ax.axvline(0.8 * base, color="#d62728", linestyle="--", linewidth=1)
                 ax.text(0.8 * base, -0.9, " target 0.8× polars", color="#d62728", fontsize=7, va="bottom")
+            ten = next((d for d in docs if d["rows"] == 10_000_000), None)
+            p10 = ten["contenders"].get("pipeline", {}).get("wall") if ten else None
+            if key == "wall" and p10 and doc["rows"] == 50_000_000:
+                ax.axvline(5.5 * p10, color="#d62728", linestyle="--", linewidth=1)
+                ax.text(5.5 * p10, -0.9, " target 5.5× pipeline@10M", color="#d62728", fontsize=7, va="bottom")
             if key == "peak_rss_mib" and doc["rows"] >= 10_000_000:
                 limit = 512 if doc["rows"] < 50_000_000 else 1024
                 ax.axvline(limit, color="#d62728", linestyle="--", linewidth=1)
@@ -174,6 +190,7 @@ def load_table(doc: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.extend(f"{n}." for n in doc.get("notes", []))
+    lines.append(_stamp(doc))
     return "\n".join(lines) + "\n"
 
 
@@ -197,6 +214,7 @@ def e2e_table(doc: dict[str, Any]) -> str:
         parts = ", ".join(f"{k} {v:.2f} s" for k, v in doc["stages"].items())
         lines.append(f"Ingest stages (median, from the manifests): {parts}.")
     lines.extend(f"{n}." for n in doc.get("notes", []))
+    lines.append(_stamp(doc))
     return "\n".join(lines) + "\n"
 
 
@@ -222,6 +240,7 @@ def coldstart_table(doc: dict[str, Any]) -> str:
             lines.append(f"| {indent}`{m['module']}` | {m['ms']:,.0f} |")
         lines.append("")
     lines.extend(f"{n}." for n in doc.get("notes", []))
+    lines.append(_stamp(doc))
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,7 @@ def run_once(
     contenders.prepare(name, input_path, outdir)
     os.sync()
     busy = common.settle(settle) if settle is not None else None
+    code = common.code_fingerprint() if name == "pipeline" else None
     m = measure.run(
         [sys.executable, "-m", "bench.contenders", name, str(input_path), str(outdir)],
         cwd=common.ROOT,
@@ -60,6 +61,8 @@ def run_once(
         "returncode": m.returncode,
         "busy_before": busy,
     }
+    if code:
+        record["code"] = code
     if m.returncode != 0:
         tail = "\n".join(m.stderr.strip().splitlines()[-12:])
         record["error"] = tail or f"exit status {m.returncode}"
@@ -102,7 +105,6 @@ def bench_size(
             runnable.append(name)
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in runnable}
     reference: tuple[str, Any] | None = None
-    code_before = common.code_fingerprint()
     for r in range(repeat):
         warm = common.warm_cache(input_path)
         common.log(f"[{common.rows_label(rows)}] round {r + 1}/{repeat} (input read once to warm the cache: {warm:.2f} s)")
@@ -141,11 +143,14 @@ def bench_size(
                 f"  {name:<20} {record['wall']:7.2f} s  {cpu}  {record['peak_rss_mib']:6.0f} MiB  "
                 f"(work {record['work_seconds']:.2f} s)  {checked}{busy}"
             )
-    if common.code_fingerprint() != code_before:
+    codes = sorted({r["code"] for r in runs.get("pipeline", []) if r.get("code")})
+    if len(codes) > 1:
         notes.append(
-            "WARNING: shared/ (or function_app.py, contracts/) changed on disk during this size's runs, "
-            "so the pipeline's runs did not all measure the same code"
+            f"WARNING: shared/ (or function_app.py, contracts/) changed on disk between the pipeline's runs "
+            f"(code {', '.join(codes)}), so they did not all measure the same code"
         )
+    elif codes:
+        notes.append(f"Every pipeline run measured the same code (hash {codes[0]} of shared/, function_app.py, contracts/)")
     busy = [r["busy_before"] for rs in runs.values() for r in rs if r.get("busy_before") is not None]
     if busy:
         notes.append(
