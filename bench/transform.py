@@ -143,6 +143,8 @@ def bench_size(
                 f"  {name:<20} {record['wall']:7.2f} s  {cpu}  {record['peak_rss_mib']:6.0f} MiB  "
                 f"(work {record['work_seconds']:.2f} s)  {checked}{busy}"
             )
+    if repeat == 1:
+        notes.append(f"One round only (--repeat 1): every figure at {common.rows_label(rows)} is a single run")
     codes = sorted({r["code"] for r in runs.get("pipeline", []) if r.get("code")})
     if len(codes) > 1:
         notes.append(
