@@ -14,7 +14,6 @@ replaced before its token could matter. A connection is never shared between thr
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -25,16 +24,11 @@ from typing import Any
 import psycopg
 
 from shared import settings
+from shared.logs import redact
 
 ENTRA_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 MAX_LIFETIME_SECONDS = 30 * 60
 CONNECT_TIMEOUT_SECONDS = 10
-
-
-def redact(dsn: str) -> str:
-    """A DSN or URL with its password replaced, safe to log."""
-    dsn = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
-    return re.sub(r"(://[^:/@\s]+:)([^@\s]+)(@)", r"\1***\3", dsn)
 
 
 @dataclass(frozen=True)

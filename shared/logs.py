@@ -10,10 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import UTC, datetime
 
-from shared.database import redact
+
+def redact(dsn: str) -> str:
+    """A DSN or URL with its password replaced, safe to log."""
+    dsn = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
+    return re.sub(r"(://[^:/@\s]+:)([^@\s]+)(@)", r"\1***\3", dsn)
+
 
 CONTEXT_FIELDS = (
     "run_id", "dataset", "source_blob", "status", "timings", "seconds", "error_code",
