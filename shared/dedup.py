@@ -61,12 +61,12 @@ def first_occurrence(rows: pl.DataFrame, key: list[pl.Expr], hash64: str = HASH)
     ordered = hashes.sort().to_frame("h")
     repeated = ordered.filter(pl.col("h") == pl.col("h").shift(1))["h"].unique()  # seen twice or more
     if repeated.is_empty():
-        return pl.Series("first", [True] * rows.height, pl.Boolean)
+        return pl.repeat(True, rows.height, eager=True)
     suspect = hashes.is_in(repeated.implode())
-    subset = rows.filter(suspect)
-    exact = subset.select((pl.struct(key) if len(key) > 1 else key[0]).is_first_distinct()).to_series()
-    first = pl.Series("first", [True] * rows.height, pl.Boolean)
-    return first.scatter(suspect.arg_true(), exact)
+    exact = rows.filter(suspect).select((pl.struct(key) if len(key) > 1 else key[0]).is_first_distinct()).to_series()
+    # a row is not first only if it is a suspect that the exact comparison says is a copy
+    copies = suspect.arg_true().filter(~exact)
+    return pl.repeat(True, rows.height, eager=True).scatter(copies, False)
 
 
 @dataclass

@@ -121,6 +121,16 @@ def final(m: Metric, contract: Contract) -> list[pl.Expr]:
     raise ValueError(m.op)
 
 
+def canonical(values: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """For a dictionary's typed value per slot: each slot's value id (slots holding the same
+    value share it: " retail " and "RETAIL" both clean to "RETAIL"), and the value per id.
+    Grouping by value ids instead of slots keeps the dense arrays 10x smaller on the bank file."""
+    ids = values.rank("dense").cast(pl.UInt32).fill_null(0)  # 1.. for values, 0 for null
+    decoder = pl.DataFrame({"id": ids, "value": values}).unique("id").sort("id")
+    full = pl.DataFrame({"id": pl.arange(0, int(ids.max() or 0) + 1, dtype=pl.UInt32, eager=True)})
+    return ids, full.join(decoder, on="id", how="left").sort("id")["value"]
+
+
 class DenseSums:
     """Counts and integer sums per group of dictionary slots, as dense arrays.
 
@@ -131,8 +141,8 @@ class DenseSums:
     are int64, checked the same way against 2^63. Ranges add to the totals directly (under a
     lock), so that only one bins-sized array per thread exists besides them."""
 
-    def __init__(self, agg: Aggregate, contract: Contract, sizes: list[int]) -> None:
-        self.agg, self.contract, self.sizes = agg, contract, sizes
+    def __init__(self, agg: Aggregate, contract: Contract, ids: list[np.ndarray], sizes: list[int]) -> None:
+        self.agg, self.contract, self.ids, self.sizes = agg, contract, ids, sizes
         self.bins = int(np.prod(sizes))
         self.columns = sorted({m.column for m in agg.metrics if m.column})
         self.totals: dict[str, np.ndarray] = {}
@@ -159,8 +169,8 @@ class DenseSums:
                 return False
             self.bound += n * largest
         index = np.zeros(n, dtype=np.int64)
-        for name, size in zip(slots, self.sizes, strict=True):
-            index = index * size + clean[name].to_numpy().astype(np.int64)
+        for name, ids, size in zip(slots, self.ids, self.sizes, strict=True):
+            index = index * size + ids[clean[name].to_numpy()]
         arrays = {"__rows": lambda: np.bincount(index, minlength=self.bins)}
         for c in self.columns:
             values = clean[c]
@@ -230,16 +240,16 @@ class AggregatePartials:
 
     def use_slots(self, values: dict[str, pl.Series]) -> None:
         """Group the key columns that have a dictionary (``values``: its typed value per slot)
-        by slot, from columns named ``SLOT + column``."""
+        by value id (see ``canonical``), from their slots in columns named ``SLOT + column``."""
         self.decoders = {}
+        ids: dict[str, pl.Series] = {}
         for i, key in enumerate(self.agg.keys):
             if key.bucket is None and key.column in values:
-                self.keys[i] = pl.col(SLOT + key.column).alias(key.name)
-                self.decoders[key.name] = values[key.column]
+                ids[key.name], self.decoders[key.name] = canonical(values[key.column])
+                self.keys[i] = pl.lit(ids[key.name]).gather(pl.col(SLOT + key.column)).alias(key.name)
         sizes = [len(self.decoders[k.name]) for k in self.agg.keys] if len(self.decoders) == len(self.agg.keys) else None
-        self.dense = (
-            DenseSums(self.agg, self.contract, sizes) if sizes and DenseSums.fits(self.agg, self.contract, sizes) else None
-        )
+        fits = sizes is not None and DenseSums.fits(self.agg, self.contract, sizes)
+        self.dense = DenseSums(self.agg, self.contract, [ids[k.name].to_numpy() for k in self.agg.keys], sizes) if fits else None  # type: ignore[arg-type]
 
     def partial(self, clean: pl.LazyFrame, rows: int) -> tuple[list[pl.LazyFrame], Any]:
         """One range's partial (and distinct pairs) over its ``rows`` clean rows (typed, and
@@ -302,20 +312,46 @@ class AggregatePartials:
 
 
 class ColumnStats:
-    """Nulls, minimum and maximum of every column over the clean rows, merged per range."""
+    """Nulls, minimum and maximum of every column over the clean rows, merged per range.
+
+    A column read through a dictionary is summarised from its slots: which slots occur (a
+    bincount) and their values, instead of comparing every row's decoded text."""
 
     def __init__(self, contract: Contract) -> None:
         self.contract = contract
         self.running: pl.DataFrame | None = None
+        self.values: dict[str, pl.Series] = {}
 
-    def partial(self, clean: pl.LazyFrame) -> pl.LazyFrame:
-        exprs = []
+    def use_slots(self, values: dict[str, pl.Series]) -> None:
+        self.values = values
+
+    def partial(self, clean: pl.LazyFrame, slots: pl.DataFrame) -> pl.LazyFrame:
+        """A one-row plan over ``clean`` (typed); ``slots`` holds the dictionary columns' slots."""
+        exprs, known = [], []
         for col in self.contract.columns:
             c = pl.col(col.name)
+            if col.name in self.values:
+                values = self.values[col.name]
+                counts = np.bincount(slots[SLOT + col.name].to_numpy(), minlength=len(values))
+                seen = values.filter(pl.Series(counts > 0))
+                nulls = int(counts[values.is_null().to_numpy()].sum())
+                known.append(pl.lit(nulls, pl.Int64).alias(f"nulls:{col.name}"))
+                if col.type != "boolean":
+                    known += [
+                        pl.lit(seen.min(), values.dtype).alias(f"min:{col.name}"),
+                        pl.lit(seen.max(), values.dtype).alias(f"max:{col.name}"),
+                    ]
+                continue
             exprs.append(c.null_count().cast(pl.Int64).alias(f"nulls:{col.name}"))
             if col.type != "boolean":
                 exprs += [c.min().alias(f"min:{col.name}"), c.max().alias(f"max:{col.name}")]
-        return clean.select(exprs)
+        order = [
+            n
+            for col in self.contract.columns
+            for n in (f"nulls:{col.name}", f"min:{col.name}", f"max:{col.name}")
+            if not (col.type == "boolean" and not n.startswith("nulls"))
+        ]
+        return clean.select(exprs or [pl.len()]).with_columns(known).select(order)
 
     def fold(self, new: pl.DataFrame) -> None:
         if self.running is None:

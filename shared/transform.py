@@ -167,7 +167,7 @@ def run(
     out_dir: Path,
     lineage: Lineage,
     *,
-    zstd_level: int = 3,
+    zstd_level: int = 1,
     range_rows: int = RANGE_ROWS,
     spill_memory: int = SPILL_MEMORY,
     dictionary_cap: int = lookup.DEFAULT_CAP,
@@ -519,6 +519,7 @@ def _pass2(
     slotted = frozenset.intersection(*tags) if tags else frozenset()
     for _, aggregate in plan.aggregates:
         aggregate.use_slots({n: d.table["value"] for n, d in plan.dictionaries.items() if n in slotted})
+    plan.stats.use_slots({n: d.table["value"] for n, d in plan.dictionaries.items() if n in slotted})
     names = [LINE, *plan.names, *[n for _, n in plan.kept]]
     ranges = spill.ranges(range_rows)
 
@@ -537,7 +538,7 @@ def _pass2(
         partials = [aggregate.partial(typed, clean.height) for _, aggregate in plan.aggregates]
         plans = [
             part.sink_parquet(path, compression="zstd", compression_level=zstd_level, metadata=meta, lazy=True),
-            plan.stats.partial(typed),
+            plan.stats.partial(typed, clean),
             *[p for aggregate_plans, _ in partials for p in aggregate_plans],
         ]
         frames = pl.collect_all(plans)[1:]
