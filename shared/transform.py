@@ -24,11 +24,12 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from shared import dedup, lookup
@@ -181,15 +182,25 @@ def run(
     rejects = _Rejects(plan, out_dir, lineage, meta, zstd_level)
     totals: dict[str, int] = {}
     try:
-        # One segment at a time: polars already keeps both cores busy within a segment (two
-        # segments in two threads measured no faster, and 40 MiB larger).
-        segments = source.segments()
-        while (segment := next(segments, None)) is not None:
-            if not plan.chosen:
-                plan.choose_dictionaries(segment)
-            box = [segment]
-            del segment  # the plan lets go of the text once it is parsed
-            plan.commit(plan.check(box), spill, rejects, totals)
+        # One segment parsed at a time: polars already keeps both cores busy within a segment
+        # (two segments in two threads measured no faster, and 40 MiB larger).
+        # A helper thread commits segment k (orders its rows by bucket into the spill, writes
+        # its rejects) while this one parses and cleans segment k + 1: 3.5% faster on 10M rows.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit") as helper:
+            committed: Future[None] | None = None
+            segments = source.segments()
+            while (segment := next(segments, None)) is not None:
+                if not plan.chosen:
+                    plan.choose_dictionaries(segment)
+                box = [segment]
+                del segment  # the plan lets go of the text once it is parsed
+                checked = plan.check(box)
+                if committed is not None:
+                    committed.result()  # commits stay in file order, one at a time
+                committed = helper.submit(plan.commit, checked, spill, rejects, totals)
+                del checked
+            if committed is not None:
+                committed.result()
     except pl.exceptions.ComputeError as exc:
         if "utf-8" in str(exc).lower() or "utf8" in str(exc).lower():
             raise FileRefused(
@@ -346,16 +357,12 @@ class _Plan:
             return pl.lit(tables[name][field]).gather(slots[name])
 
         ok = [self.rules[c.name].ok for c in direct] + [lookup_(n, "ok") for n in dictionaries]
-        flags = []
-        for c in self.contract.columns:
-            if c.type == "string":
-                continue
-            if c.name in dictionaries:
-                invalid, present = lookup_(c.name, "invalid"), lookup_(c.name, "present")
-            else:
+        flags = []  # for the type-drift check: values present, and present but not parsable
+        for c in direct:
+            if c.type != "string":
                 cleaned = pl.col(cleaned_name(c))
                 invalid, present = cleaned.is_not_null() & pl.col(c.name).is_null(), cleaned.is_not_null()
-            flags += [invalid.alias(f"invalid:{c.name}"), present.alias(f"present:{c.name}")]
+                flags += [invalid.alias(f"invalid:{c.name}"), present.alias(f"present:{c.name}")]
         checked = (
             raw.lazy()
             .with_columns([self.rules[c.name].cleaned for c in direct])
@@ -371,6 +378,11 @@ class _Plan:
             .collect()
         )
         counts = checked.select(pl.len().alias("read"), *[pl.col(f.meta.output_name()).sum() for f in flags]).row(0, named=True)
+        for n, d in dictionaries.items():  # the same counts per slot, from how often each occurs
+            if d.column.type != "string":
+                per_slot = np.bincount(checked[n].to_numpy(), minlength=tables[n].height)
+                counts[f"invalid:{n}"] = int(per_slot @ tables[n]["invalid"].to_numpy())
+                counts[f"present:{n}"] = int(per_slot @ tables[n]["present"].to_numpy())
         valid = checked.filter(OK).select(LINE, *self.names, *[n for _, n in self.kept], dedup.BUCKET)
         valid = _narrow_integers(valid, [c.name for c in direct if c.type == "integer"])
         rejected = raw.filter(~checked[OK]) if valid.height < raw.height else None
