@@ -37,21 +37,29 @@ EXACT_FLOAT = 1 << 53
 
 
 def keys(agg: Aggregate, contract: Contract) -> list[pl.Expr]:
-    """The group keys of an aggregate, time buckets applied."""
+    """The group keys of an aggregate, time buckets applied.
+
+    A timestamp is kept in UTC but bucketed in its column's time zone: a trip at 22:00 on
+    31 January in New York is a January trip, although it is 03:00 on 1 February in UTC.
+    Day and longer buckets are calendar dates there; an hour bucket is that local hour's
+    start, back in UTC (the same instant for whole-hour offsets, not for India's +05:30)."""
     out = []
     for key in agg.keys:
+        column = contract.column(key.column)
         c = pl.col(key.column)
-        kind = contract.column(key.column).type
+        zoned = column.type == "timestamp" and column.timezone != "UTC"
+        local = c.dt.convert_time_zone(column.timezone) if zoned else c
         if key.bucket is None:
             out.append(c.alias(key.name))
         elif key.bucket == "hour":
-            out.append(c.dt.truncate("1h").alias(key.name))
+            hour = local.dt.truncate("1h")
+            out.append((hour.dt.convert_time_zone("UTC") if zoned else hour).alias(key.name))
         elif key.bucket == "day":
-            out.append((c.dt.date() if kind == "timestamp" else c).alias(key.name))
+            out.append((local.dt.date() if column.type == "timestamp" else c).alias(key.name))
         else:
             every = {"week": "1w", "month": "1mo", "quarter": "1q", "year": "1y"}[key.bucket]
-            truncated = c.dt.truncate(every)
-            out.append((truncated.dt.date() if kind == "timestamp" else truncated).alias(key.name))
+            truncated = (local.dt.date() if column.type == "timestamp" else c).dt.truncate(every)
+            out.append(truncated.alias(key.name))
     return out
 
 
@@ -267,7 +275,8 @@ class AggregatePartials:
         exprs = [e for m in self.agg.metrics for e in partial(m, self.contract, narrow)]
         plans = [clean.group_by(self.keys).agg(exprs)]
         for m in self.distinct:
-            plans.append(clean.select(*self.keys, pl.col(m.column).alias("value")).unique())
+            # a missing value is not a value: count(DISTINCT) in the view skips nulls too
+            plans.append(clean.select(*self.keys, pl.col(m.column).alias("value")).drop_nulls("value").unique())
         return plans, None
 
     def fold(self, frames: list[pl.DataFrame], arrays: Any = None) -> None:

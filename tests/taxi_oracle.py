@@ -29,9 +29,8 @@ PAYMENTS = {"card", "cash", "no charge", "dispute", "unknown"}
 TRUE, FALSE = {"y", "yes", "1", "true"}, {"n", "no", "0", "false"}
 CENT = Decimal("0.01")
 
-# Time buckets of a timestamp are taken in UTC by the transform today (see the xfail test
-# test_taxi.py::test_a_month_bucket_follows_the_column_s_time_zone and the report).
-BUCKET_ZONE = UTC
+# A timestamp is stored in UTC but bucketed in its column's zone (the contract's pickup zone).
+BUCKET_ZONE = NEW_YORK
 
 
 class Reject(Exception):

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import polars as pl
 import psycopg
-import pytest
 
 from shared import samples
 from shared.contract import load_contract
@@ -136,10 +135,9 @@ def test_a_trip_sent_twice_is_counted_once_even_when_its_spelling_differs(tmp_pa
     assert result.drift["missing_optional_columns"] == ["Passenger Count", "Payment Type", "Tip Amount", "Store and Fwd"]
 
 
-# --- what the transform does not do yet (see the report: proposed diffs for transform.py) ------
+# --- time buckets and distinct counts ---------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="time buckets are taken in UTC; needs the bucket-zone fix in transform.py, see report")
 def test_a_month_bucket_follows_the_column_s_time_zone(tmp_path):
     contract = contract_from(
         tmp_path,
@@ -153,7 +151,6 @@ def test_a_month_bucket_follows_the_column_s_time_zone(tmp_path):
     assert pl.read_parquet(result.outputs.aggregates["monthly"])["month"].to_list() == [dt.date(2024, 1, 1)]
 
 
-@pytest.mark.xfail(strict=True, reason="polars n_unique counts null as a value, the view's count(DISTINCT) does not; see report")
 def test_a_distinct_count_ignores_missing_values_in_the_file_as_the_view_does(tmp_path):
     contract = contract_from(
         tmp_path,
@@ -210,3 +207,22 @@ def test_two_taxi_files_land_in_postgresql_as_the_oracle_says(services, tmp_path
         assert read_parquet(azurite, "curated", manifest["outputs"]["aggregates"]["monthly"]["name"]).height > 0
         report = blobs(azurite).get_blob_client("curated", manifest["outputs"]["report"]["name"]).download_blob().readall()
         assert b"<svg" in report and b"taxi_trips" in report
+
+
+def test_day_and_hour_buckets_follow_the_column_s_time_zone_and_hours_stay_instants(tmp_path):
+    contract = contract_from(
+        tmp_path,
+        '[dataset]\nname = "kolkata"\nversion = 1\n\n'
+        '[[columns]]\nname = "at"\ntype = "timestamp"\ntimezone = "Asia/Kolkata"\n\n'
+        '[[aggregates]]\nname = "daily"\ngroup_by = [{ column = "at", bucket = "day", name = "day" }]\n'
+        'metrics = [{ name = "n", op = "count" }]\n\n'
+        '[[aggregates]]\nname = "hourly"\ngroup_by = [{ column = "at", bucket = "hour", name = "hour" }]\n'
+        'metrics = [{ name = "n", op = "count" }]\n',
+    )
+    # 00:10 and 00:50 on 2 March in Kolkata (+05:30) are 18:40 and 19:20 on 1 March in UTC:
+    # one local day and one local hour, which starts at 18:30 UTC
+    result = transform_bytes(b"at\n2024-03-02 00:10:00\n2024-03-02 00:50:00\n", tmp_path, contract=contract)
+    daily = pl.read_parquet(result.outputs.aggregates["daily"])
+    hourly = pl.read_parquet(result.outputs.aggregates["hourly"])
+    assert daily.select("day", "n").rows() == [(dt.date(2024, 3, 2), 2)]
+    assert hourly.select("hour", "n").rows() == [(dt.datetime(2024, 3, 1, 18, 30, tzinfo=dt.UTC), 2)]
