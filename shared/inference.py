@@ -443,7 +443,9 @@ def render(d: Draft) -> str:
         f"description = {_s(f'Drafted from {d.file}.')}",
         "",
         "[csv]",
-        f"delimiter = {_s(d.delimiter)}   # detected from the header line",
+        f"delimiter = {_s(d.delimiter)}   # detected from the header line"
+        if d.delimiter != source.ONE_COLUMN
+        else 'delimiter = "auto"   # one column in the sample: nothing to split on',
         f"encoding = {_s(d.encoding)}",
     ]
     if d.null_tokens:

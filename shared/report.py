@@ -13,6 +13,7 @@ from typing import Any
 
 from shared.faults import FILE_REASONS
 from shared.rules import ROW_REASON_MEANINGS
+from shared.source import ONE_COLUMN
 
 CHART_BARS = 12
 TEXT_REASONS = 12
@@ -55,7 +56,9 @@ def format_notes(manifest: dict[str, Any]) -> str:
     parts = [str(f.get("encoding", "?"))]
     if f.get("compressed"):
         parts.append("gzip")
-    if f.get("delimiter"):
+    if f.get("delimiter") == ONE_COLUMN:
+        parts.append("one column (no delimiter)")
+    elif f.get("delimiter"):
         parts.append(f"delimiter {f['delimiter']!r}")
     if f.get("line_end"):
         parts.append(f"line ends {f['line_end']}")

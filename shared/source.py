@@ -36,6 +36,9 @@ SAMPLE_BYTES = 256 * 1024
 DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024
 MAX_HEAP_SEGMENT = 32 * 1024 * 1024 - 4096  # just under glibc's largest mmap threshold (see above)
 DELIMITER_CANDIDATES = (",", ";", "\t", "|")
+ONE_COLUMN = "\x00"
+"""The delimiter of a file whose header names one column: NUL bytes are removed before parsing
+(``_strip_nul``), so no value is ever split and "late, again" stays one value."""
 GZIP_MAGIC = b"\x1f\x8b"
 BINARY_MAGIC = (b"PK\x03\x04", b"%PDF", b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"\x7fELF", b"PAR1", b"BZh", b"\xfd7zXZ")
 
@@ -363,7 +366,7 @@ def _sniff_delimiter(header: str, quote: str | None) -> str:
         outside = "".join(part for i, part in enumerate(header.split(quote)) if i % 2 == 0)
     counts = {d: outside.count(d) for d in DELIMITER_CANDIDATES}
     best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
+    return best if counts[best] else ONE_COLUMN
 
 
 def _parse_header(header: str, delimiter: str, quote: str | None) -> list[str]:

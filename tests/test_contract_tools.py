@@ -278,3 +278,14 @@ def test_infer_reads_a_sample_whose_first_row_has_surplus_fields(cli, tmp_path):
     path.write_text("a,b\n1,2,3,4\n" + "5,6\n" * 50)
     code, out, _ = cli("infer", path)
     assert code == 0 and 'name = "b"' in out
+
+
+def test_infer_on_a_one_column_file_drafts_an_auto_delimiter_that_keeps_commas(cli, tmp_path):
+    sample = tmp_path / "remarks.csv"
+    sample.write_bytes(b"remark\nfine\nlate, again\n")
+    code, out, _ = cli("infer", sample, "--dataset", "remarks")
+    assert code == 0 and 'delimiter = "auto"' in out and "\\u0000" not in out
+    draft = tmp_path / "draft.toml"
+    draft.write_text(out)
+    result = transform_bytes(sample.read_bytes(), tmp_path, contract=load_contract(draft))
+    assert (result.rows_valid, result.rows_rejected) == (2, 0)

@@ -163,7 +163,6 @@ def test_too_many_fields_is_ragged_but_a_trailing_empty_field_is_not(tmp_path):
 SHORT_ROWS = "polars fills missing trailing fields with null; needs the short-row check in transform.py, see report"
 LINES = "the line is the record's number, not its first physical line; needs the fix in transform.py, see report"
 SURPLUS = "a chunk whose first row has 2+ surplus fields is a polars SchemaError; needs extra_columns='ignore', see report"
-ONE_COLUMN = "a one-column header defaults the delimiter to ','; needs the sniffing fix in source.py, see report"
 TOO_FEW = (
     "Date,Domain,Location,Value,Transaction_count\n"
     "1/1/2022,RETAIL,Goa,5,1\n"
@@ -233,7 +232,6 @@ def test_two_surplus_fields_in_the_first_row_of_a_chunk_are_ragged_not_a_crash(t
     assert [(r["reason"], r["rows"]) for r in result.rejects_by_reason] == [("ragged_row", 1)]
 
 
-@pytest.mark.xfail(strict=True, reason=ONE_COLUMN)
 def test_a_one_column_file_keeps_commas_in_its_values_when_the_delimiter_is_left_to_the_file(tmp_path):
     from tests.helpers import contract_from
 
