@@ -10,6 +10,9 @@ a throwaway database, truncated (untimed) before each run; the runs are interlea
   ``Loader._load`` calls it; with a loader that has no ``_stage``, ``copy_rows`` of the rows;
 * ``psql_copy``: ``psql -c "\\copy ... FROM file WITH (FORMAT csv)"``, the CSV written beforehand;
   the time is the psql process's, connection included;
+* ``psql_copy_logged`` (for reference): the same ``\\copy`` into a logged table shaped like the
+  target (the loader's source, run and load-time columns, the index on the source), the like-for-
+  like yardstick for the whole loader, which writes WAL and maintains that index too;
 * ``executemany``: psycopg ``executemany`` of an INSERT over the first 100k rows, extrapolated
   to rows/s;
 * ``copy_csv_stream`` (for reference): psycopg ``COPY FROM STDIN (FORMAT csv)`` fed the same
@@ -87,6 +90,22 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
         table = sql.Identifier(TABLE)
         cols = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in shape.columns)
         conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(table, cols))
+        # the fair reference for the whole loader: a logged table shaped like the target, with
+        # its source column (filled by a default here) and its index on that column
+        logged = sql.Identifier(TABLE + "_logged")
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} ({}, {} text NOT NULL DEFAULT 'psql', {} text NOT NULL DEFAULT 'psql',"
+                " {} timestamptz NOT NULL DEFAULT now())"
+            ).format(
+                logged,
+                cols,
+                sql.Identifier(warehouse.SOURCE_COL),
+                sql.Identifier(warehouse.RUN_COL),
+                sql.Identifier(warehouse.LOADED_COL),
+            )
+        )
+        conn.execute(sql.SQL("CREATE INDEX ON {} ({})").format(logged, sql.Identifier(warehouse.SOURCE_COL)))
         column_list = ", ".join(f'"{n}"' for n in names)
         stage_fn = getattr(pipeline_load, "_stage", None)
         timing: dict[str, Any] = {}
@@ -110,6 +129,11 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
 
         def m_psql() -> int:
             cmd = f"\\copy {TABLE} ({column_list}) FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"
+            subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", cmd], check=True, capture_output=True)
+            return rows
+
+        def m_psql_logged() -> int:
+            cmd = f"\\copy {TABLE}_logged ({column_list}) FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"
             subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", cmd], check=True, capture_output=True)
             return rows
 
@@ -180,6 +204,11 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
         }
         if have_psql:
             methods["psql_copy"] = ("`psql \\copy` from a CSV file", m_psql)
+            methods["psql_copy_logged"] = (
+                "reference: `psql \\copy` from the CSV file into a logged table shaped like the target (its source "
+                "column and index)",
+                m_psql_logged,
+            )
         many_label = f" ({EXECUTEMANY_ROWS:,} rows, rows/s extrapolated)" if rows > EXECUTEMANY_ROWS else ""
         methods["executemany"] = (f"psycopg `executemany` INSERT{many_label}", m_executemany)
         methods["copy_csv_stream"] = ("reference: psycopg `COPY FROM STDIN (FORMAT csv)` streaming the CSV file", m_copy_csv)
@@ -195,6 +224,7 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
         for r in range(repeat):
             for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
                 conn.execute(sql.SQL("TRUNCATE {}").format(table))
+                conn.execute(sql.SQL("TRUNCATE {}").format(logged))
                 conn.execute(sql.SQL("TRUNCATE {}").format(by_file))
                 conn.execute("TRUNCATE pipeline.ledger")
                 conn.execute("CHECKPOINT")
@@ -209,6 +239,8 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
                     took, got = timing.pop("staged"), timing.pop("count")  # timed inside; the temp table is gone
                 elif key == "loader":
                     got = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(by_file)).fetchone()[0])
+                elif key == "psql_copy_logged":
+                    got = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(logged)).fetchone()[0])
                 else:
                     got = count()
                 if got != n:

@@ -295,8 +295,12 @@ def targets(results_dir: Path) -> list[dict[str, Any]]:
     add("loading (shared.load.copy_rows) / executemany, rows/s", "≥ 15", copy / many if copy and many else None, 15, "{:.1f}",
         higher_is_better=True, off=load_off)  # fmt: skip
     full = methods.get("loader", {}).get("rows_per_s")
-    add("loading (Loader.load, whole path) / psql \\copy, rows/s", "≥ 0.90 (same target, stricter reading)",
+    logged = methods.get("psql_copy_logged", {}).get("rows_per_s")
+    add("loading (Loader.load, whole path) / psql \\copy, rows/s", "≥ 0.90 (same target, strictest reading)",
         full / psql if full and psql else None, 0.9, "{:.2f}", higher_is_better=True, off=load_off)  # fmt: skip
+    add("loading (Loader.load, whole path) / psql \\copy into a logged table like the target, rows/s",
+        "≥ 0.90 (like for like)", full / logged if full and logged else None, 0.9, "{:.2f}", higher_is_better=True,
+        off=load_off)  # fmt: skip
 
     e2e = common.read_json(results_dir / "e2e.json")
     e2e_off = f"at {e2e['rows']:,} rows, not 1M" if e2e and e2e["rows"] != 1_000_000 else ""
