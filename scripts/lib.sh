@@ -22,6 +22,18 @@ ensure_python() {
   fi
 }
 
+ensure_bench_packages() {
+  # The benchmark's contenders (DuckDB, pandas, ...): scripts/bench runs them, and the test suite
+  # checks that each one computes what the pipeline computes. Never part of the Function App.
+  local want
+  want="$(sha256sum bench/requirements.txt | cut -c1-16)"
+  if [ ! -f ".venv/.bench-installed-$want" ]; then
+    say "installing the benchmark's packages (bench/requirements.txt)"
+    "$PY" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+    rm -f .venv/.bench-installed-* && touch ".venv/.bench-installed-$want"
+  fi
+}
+
 ensure_node() {
   # Azurite, pinned in package.json / package-lock.json.
   if [ ! -x node_modules/.bin/azurite ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

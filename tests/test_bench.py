@@ -120,3 +120,22 @@ def test_the_check_reports_a_difference_with_a_sample(smoke):
 
 def test_sizes_are_read_as_people_write_them():
     assert common.parse_rows("1000000, 10M,50m,20k,1e6") == [1_000_000, 10_000_000, 50_000_000, 20_000, 1_000_000]
+
+
+def test_the_function_app_and_every_shared_module_import_none_of_the_benchmark_packages():
+    """bench/requirements.txt is installed beside the app's packages in .venv, so a stray import
+    of pandas or pyarrow in shared/ would pass here and fail in Azure: prove it never happens."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    modules = sorted(f"shared.{p.stem}" for p in (root / "shared").glob("*.py") if p.stem != "__main__")
+    code = (
+        "import importlib, sys\n"
+        "import function_app\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(' '.join(sorted(m for m in ('duckdb', 'pandas', 'pyarrow', 'matplotlib') if m in sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
