@@ -40,7 +40,10 @@ ROW_REASON_MEANINGS = {
     OUT_OF_RANGE: "a number, date or time outside the column's min and max",
     NOT_ALLOWED: "not one of the column's allowed values; fix it, or map the spelling in the contract",
     PATTERN_MISMATCH: "the cleaned text does not match the column's pattern",
-    RAGGED_ROW: "the row has more fields than the header (a stray delimiter or an unquoted one inside a value)",
+    RAGGED_ROW: (
+        "the row has fewer or more fields than the header (a line cut short or blank, a missing or stray delimiter, "
+        "an unquoted one inside a value); one trailing empty field is tolerated"
+    ),
 }
 """What each row reason means and what a person can do about it: the report shows these."""
 

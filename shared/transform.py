@@ -15,6 +15,11 @@ Copies of a row share a hash bucket, so each bucket range can be de-duplicated o
 exactly (comparing the values, not the hash), and its aggregates merged. Memory is bounded by
 one segment in pass 1 and one range in pass 2, whatever the file's size.
 
+polars parses a segment into rows but cannot tell a missing trailing field from an empty one,
+nor where a row starts once a quoted field has held a line end: the line each row starts on
+in the file, and whether it has the header's number of fields (if not: ``ragged_row``), are
+counted from the segment's bytes (``shared.records``).
+
 Nothing here touches Azure: the caller hands in a ``Source`` and a folder to write to.
 """
 
@@ -32,7 +37,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from shared import dedup, lookup
+from shared import dedup, lookup, records
 from shared.contract import Contract, normalise_header
 from shared.faults import FileRefused
 from shared.partials import SLOT, AggregatePartials, ColumnStats
@@ -41,6 +46,7 @@ from shared.source import Source
 
 LINE = "_line"
 EXTRA = "__extra"
+RAGGED = "__ragged"
 OK = "__ok"
 SEED = 0x5EED_0001
 MIX = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
@@ -252,6 +258,7 @@ class _Checked:
     """One segment, parsed and cleaned, its lines numbered from 0."""
 
     rows: int
+    lines: int  # physical lines: more than rows when quoted fields hold line ends
     valid: pl.DataFrame | None
     rejected: pl.DataFrame | None
     dictionaries: dict[str, lookup.Dictionary]
@@ -315,7 +322,8 @@ class _Plan:
             eol_char=src.eol,
             schema=schema,
             missing_columns="insert",
-            truncate_ragged_lines=True,
+            truncate_ragged_lines=True,  # surplus fields: the first one in EXTRA, the rest dropped
+            extra_columns="ignore",  # (also when the segment's first row has them)
             raise_if_empty=False,
             encoding="utf8",
             n_rows=n_rows,
@@ -336,15 +344,64 @@ class _Plan:
             combined = combined + part * pl.lit(MIX[i % len(MIX)] + 2 * i, pl.UInt64)
         return combined
 
+    def _records(self, segment: bytes, census: records.Census, raw: pl.DataFrame) -> list[pl.Series | pl.Expr]:
+        """RAGGED: whether each row has fewer fields than the header, or more (past one trailing
+        empty field); and LINE (from 0) where a record spans lines.
+
+        A row has at least the fields up to its last non-null one (polars reads a missing field
+        and an empty one alike, as null). When the segment's delimiters outside quotes add up to
+        exactly that many fields, every row has exactly that many, so a row whose last column is
+        null is short. When they do not (an empty last field, a field past the first surplus one,
+        or too much quoted to count cheaply), ``shared.records`` counts each row's fields. A
+        record spans lines only when the segment has more line ends than rows; then
+        ``shared.records`` also finds the line each one starts on."""
+        n = len(self.raw_names)
+        extra, last = pl.col(EXTRA), pl.col(self.raw_names[-1])
+        by_totals = (extra.is_not_null() | (last.is_null() if n > 1 else pl.lit(False))).alias(RAGGED)
+        exact_lines = census.line_ends != raw.height
+        exact_fields = census.delimiters is None
+        if not exact_fields:
+            unseen = extra.is_null() & last.is_null()  # rows whose last visible field is unknown
+            surplus, full, some = raw.select(
+                extra.is_not_null().sum().alias("surplus"),
+                (extra.is_null() & last.is_not_null()).sum().alias("full"),
+                unseen.sum().alias("unseen"),
+            ).row(0)
+            seen = surplus * n + full * (n - 1)  # delimiters the rows visibly have
+            if some and n > 1:
+                rest = raw.select(pl.col(c).filter(unseen) for c in self.raw_names[:-1])
+                visible = pl.max_horizontal(pl.when(pl.col(c).is_not_null()).then(i) for i, c in enumerate(rest.columns))
+                seen += int(rest.select(visible.fill_null(0).sum()).item() or 0)
+            exact_fields = seen != census.delimiters
+        if not (exact_lines or exact_fields):
+            return [by_totals]
+        src = self.source
+        first_line, fields = records.layout(segment, src.delimiter, src.quote, src.eol, census.quotes, fields=exact_fields)
+        if len(first_line) != raw.height:
+            raise FileRefused("not_csv", "quote characters inside unquoted fields make the records ambiguous")
+        columns: list[pl.Series | pl.Expr] = []
+        if exact_lines:
+            columns.append(pl.Series(LINE, first_line, pl.UInt32))
+        if fields is None:
+            columns.append(by_totals)
+        else:  # n + 1 fields with the last one empty are fine: EXTRA is null then
+            count = pl.lit(pl.Series("fields", fields))
+            columns.append((extra.is_not_null() | ~count.is_between(n, n + 1)).alias(RAGGED))
+        return columns
+
     def check(self, box: list[bytes]) -> _Checked:
-        """Parse and clean one segment (handed over in ``box``, emptied once parsed). Safe to
-        run in two threads at once; line numbers count from 0 here and are placed by ``commit``."""
+        """Parse and clean one segment (handed over in ``box``, emptied once it is parsed and
+        its records counted). Safe to run in two threads at once; line numbers count from 0
+        here and are placed by ``commit``."""
         dictionaries = self._active()
-        raw = (
-            self._scan(box.pop(), dictionaries).with_row_index(LINE).with_columns(pl.lit(None, pl.String).alias(ABSENT)).collect()
-        )
+        segment = box.pop()
+        src = self.source
+        census = records.census(segment, src.delimiter, src.quote, src.eol)
+        raw = self._scan(segment, dictionaries).with_row_index(LINE).with_columns(pl.lit(None, pl.String).alias(ABSENT)).collect()
         if not raw.height:
-            return _Checked(0, None, None, dictionaries, {})
+            return _Checked(0, census.line_ends, None, None, dictionaries, {})
+        raw = raw.with_columns(self._records(segment, census, raw))
+        del segment
         with self._lock:  # one refresh at a time; each sees at least the texts of its own parse
             for d in dictionaries.values():
                 d.refresh()  # a column past its cap is still read by its dictionary in this segment
@@ -369,7 +426,7 @@ class _Plan:
             .with_columns([self.rules[c.name].value for c in direct])
             .select(
                 LINE,
-                (pl.col(EXTRA).is_null() & pl.all_horizontal(ok)).alias(OK),
+                (~pl.col(RAGGED) & pl.all_horizontal(ok)).alias(OK),
                 *[_narrow(slots[n], tables[n].height).alias(n) if n in dictionaries else pl.col(n) for n in self.names],
                 *[pl.col(r).alias(n) for r, n in self.kept],
                 dedup.bucket_of(self.key_hash(slots, tables)),
@@ -386,13 +443,14 @@ class _Plan:
         valid = checked.filter(OK).select(LINE, *self.names, *[n for _, n in self.kept], dedup.BUCKET)
         valid = _narrow_integers(valid, [c.name for c in direct if c.type == "integer"])
         rejected = raw.filter(~checked[OK]) if valid.height < raw.height else None
-        return _Checked(raw.height, valid, rejected, dictionaries, {k: int(v or 0) for k, v in counts.items()})
+        counts = {k: int(v or 0) for k, v in counts.items()}
+        return _Checked(raw.height, census.line_ends, valid, rejected, dictionaries, counts)
 
     def commit(self, checked: _Checked, spill: dedup.Spill, rejects: _Rejects, totals: dict[str, int]) -> None:
         """Number a checked segment's lines (segments are committed in file order) and hand
         its rows on: valid to the spill, the rest to rejects."""
         base = pl.lit(self.line, pl.UInt32)
-        self.line += checked.rows
+        self.line += checked.lines
         for k, v in checked.counts.items():
             totals[k] = totals.get(k, 0) + v
         if checked.valid is not None:
@@ -430,7 +488,8 @@ class _Plan:
 
     def empty_raw(self) -> pl.DataFrame:
         """No raw rows, with the parsed columns."""
-        return pl.DataFrame(schema={LINE: pl.UInt32, **dict.fromkeys([*self.raw_names, EXTRA, ABSENT], pl.String)})
+        strings = dict.fromkeys([*self.raw_names, EXTRA, ABSENT], pl.String)
+        return pl.DataFrame(schema={LINE: pl.UInt32, **strings, RAGGED: pl.Boolean})
 
 
 def _narrow(slot: pl.Expr, size: int) -> pl.Expr:
@@ -470,7 +529,7 @@ class _Rejects:
     def explain(self, raw: pl.LazyFrame) -> pl.LazyFrame:
         """Line, the first broken rule and its column, and the raw text of every column."""
         plan, contract = self.plan, self.plan.contract
-        ragged = pl.col(EXTRA).is_not_null()
+        ragged = pl.col(RAGGED)
         reason = pl.when(ragged).then(pl.lit(RAGGED_ROW))
         column = pl.when(ragged).then(pl.lit(None, pl.String))
         for col in contract.columns:

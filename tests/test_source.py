@@ -160,9 +160,6 @@ def test_too_many_fields_is_ragged_but_a_trailing_empty_field_is_not(tmp_path):
     assert [(r["reason"], r["column"]) for r in result.rejects_by_reason] == [("ragged_row", None)]
 
 
-SHORT_ROWS = "polars fills missing trailing fields with null; needs the short-row check in transform.py, see report"
-LINES = "the line is the record's number, not its first physical line; needs the fix in transform.py, see report"
-SURPLUS = "a chunk whose first row has 2+ surplus fields is a polars SchemaError; needs extra_columns='ignore', see report"
 TOO_FEW = (
     "Date,Domain,Location,Value,Transaction_count\n"
     "1/1/2022,RETAIL,Goa,5,1\n"
@@ -173,7 +170,6 @@ TOO_FEW = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=SHORT_ROWS)
 def test_too_few_fields_is_a_ragged_row_whatever_the_columns_allow(tmp_path):
     result = transform_bytes(TOO_FEW.encode(), tmp_path)
     got = rejects(result).select("line", "reason", "column").rows()
@@ -185,7 +181,6 @@ def test_too_few_fields_is_a_ragged_row_whatever_the_columns_allow(tmp_path):
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=SHORT_ROWS)
 def test_a_short_row_is_never_accepted_with_its_missing_optional_columns_as_null(tmp_path):
     from tests.helpers import contract_from
 
@@ -200,7 +195,6 @@ def test_a_short_row_is_never_accepted_with_its_missing_optional_columns_as_null
     assert rejects(result).select("line", "reason").rows() == [(3, "ragged_row"), (5, "ragged_row")]
 
 
-@pytest.mark.xfail(strict=True, reason=LINES)
 def test_the_line_of_a_rejected_row_is_its_line_in_the_file_after_a_quoted_newline(tmp_path):
     data = (
         b"Date,Domain,Location,Value,Transaction_count\n"
@@ -210,7 +204,6 @@ def test_the_line_of_a_rejected_row_is_its_line_in_the_file_after_a_quoted_newli
     assert rejects(transform_bytes(data, tmp_path))["line"].to_list() == [5]
 
 
-@pytest.mark.xfail(strict=True, reason=SHORT_ROWS)
 def test_a_short_row_after_a_quoted_newline_is_ragged_at_its_own_line(tmp_path):
     data = (
         b"Date,Domain,Location,Value,Transaction_count\r\n"
@@ -222,7 +215,6 @@ def test_a_short_row_after_a_quoted_newline_is_ragged_at_its_own_line(tmp_path):
     assert got == [(4, "ragged_row"), (5, "invalid_number")]
 
 
-@pytest.mark.xfail(strict=True, reason=SURPLUS)
 @pytest.mark.parametrize("where", ["first row", "first row of a later chunk"])
 def test_two_surplus_fields_in_the_first_row_of_a_chunk_are_ragged_not_a_crash(tmp_path, where):
     good = b"1/2/2022,RETAIL,Goa,5,1\n"
