@@ -344,7 +344,7 @@ class _Plan:
             combined = combined + part * pl.lit(MIX[i % len(MIX)] + 2 * i, pl.UInt64)
         return combined
 
-    def _records(self, segment: bytes, census: records.Census, raw: pl.DataFrame) -> list[pl.Series | pl.Expr]:
+    def _records(self, segment: bytes, census: records.Census, raw: pl.DataFrame) -> tuple[list[pl.Series | pl.Expr], int]:
         """RAGGED: whether each row has fewer fields than the header, or more (past one trailing
         empty field); and LINE (from 0) where a record spans lines.
 
@@ -353,12 +353,12 @@ class _Plan:
         exactly that many fields, every row has exactly that many, so a row whose last column is
         null is short. When they do not (an empty last field, a field past the first surplus one,
         or too much quoted to count cheaply), ``shared.records`` counts each row's fields. A
-        record spans lines only when the segment has more line ends than rows; then
-        ``shared.records`` also finds the line each one starts on."""
+        record spans lines only when a quoted field holds a line end; then ``shared.records``
+        also finds the line each one starts on. Returns the columns and the segment's lines."""
         n = len(self.raw_names)
         extra, last = pl.col(EXTRA), pl.col(self.raw_names[-1])
         by_totals = (extra.is_not_null() | (last.is_null() if n > 1 else pl.lit(False))).alias(RAGGED)
-        exact_lines = census.line_ends != raw.height
+        exact_lines = census.quoted_line_ends != 0
         exact_fields = census.delimiters is None
         if not exact_fields:
             unseen = extra.is_null() & last.is_null()  # rows whose last visible field is unknown
@@ -374,9 +374,9 @@ class _Plan:
                 seen += int(rest.select(visible.fill_null(0).sum()).item() or 0)
             exact_fields = seen != census.delimiters
         if not (exact_lines or exact_fields):
-            return [by_totals]
+            return [by_totals], raw.height
         src = self.source
-        first_line, fields = records.layout(segment, src.delimiter, src.quote, src.eol, census.quotes, fields=exact_fields)
+        lines, first_line, fields = records.layout(segment, src.delimiter, src.quote, src.eol, census.quotes, fields=exact_fields)
         if len(first_line) != raw.height:
             raise FileRefused("not_csv", "quote characters inside unquoted fields make the records ambiguous")
         columns: list[pl.Series | pl.Expr] = []
@@ -387,7 +387,7 @@ class _Plan:
         else:  # n + 1 fields with the last one empty are fine: EXTRA is null then
             count = pl.lit(pl.Series("fields", fields))
             columns.append((extra.is_not_null() | ~count.is_between(n, n + 1)).alias(RAGGED))
-        return columns
+        return columns, lines
 
     def check(self, box: list[bytes]) -> _Checked:
         """Parse and clean one segment (handed over in ``box``, emptied once it is parsed and
@@ -399,8 +399,9 @@ class _Plan:
         census = records.census(segment, src.delimiter, src.quote, src.eol)
         raw = self._scan(segment, dictionaries).with_row_index(LINE).with_columns(pl.lit(None, pl.String).alias(ABSENT)).collect()
         if not raw.height:
-            return _Checked(0, census.line_ends, None, None, dictionaries, {})
-        raw = raw.with_columns(self._records(segment, census, raw))
+            return _Checked(0, 0, None, None, dictionaries, {})
+        columns, lines = self._records(segment, census, raw)
+        raw = raw.with_columns(columns)
         del segment
         with self._lock:  # one refresh at a time; each sees at least the texts of its own parse
             for d in dictionaries.values():
@@ -444,7 +445,7 @@ class _Plan:
         valid = _narrow_integers(valid, [c.name for c in direct if c.type == "integer"])
         rejected = raw.filter(~checked[OK]) if valid.height < raw.height else None
         counts = {k: int(v or 0) for k, v in counts.items()}
-        return _Checked(raw.height, census.line_ends, valid, rejected, dictionaries, counts)
+        return _Checked(raw.height, lines, valid, rejected, dictionaries, counts)
 
     def commit(self, checked: _Checked, spill: dedup.Spill, rejects: _Rejects, totals: dict[str, int]) -> None:
         """Number a checked segment's lines (segments are committed in file order) and hand

@@ -18,7 +18,7 @@ GOOD = b"1/2/2022,RETAIL,Goa,5,1\n"
 def test_census_counts_line_ends_and_the_delimiters_outside_quotes():
     segment = b'a,"b,c",d\n"x\ny",,\n"",z,"q""r,s"\n'
     got = records.census(segment, ",", '"', "\n")
-    assert got.line_ends == 4
+    assert got.quoted_line_ends == 1
     assert got.delimiters == 6  # the commas inside "b,c" and "q""r,s" are not delimiters
     assert got.quotes.tolist() == [i for i, b in enumerate(segment) if b == ord('"')]
 
@@ -26,16 +26,17 @@ def test_census_counts_line_ends_and_the_delimiters_outside_quotes():
 def test_census_gives_up_counting_when_too_much_is_quoted(monkeypatch):
     monkeypatch.setattr(records, "QUOTED_CHEAP", 3)
     assert records.census(b'"abcd",e\n', ",", '"', "\n").delimiters is None
+    assert records.census(b'"abcd",e\n', ",", '"', "\n").quoted_line_ends is None
     assert records.census(b'"abc",e\n', ",", '"', "\n").delimiters == 1
 
 
 def test_layout_gives_each_records_first_line_and_fields():
     segment = b'a,"b,c",d\n"x\ny",,\n\n"",z,"q""r,s",t\n'
     census = records.census(segment, ",", '"', "\n")
-    first, fields = records.layout(segment, ",", '"', "\n", census.quotes, fields=True)
-    assert first.tolist() == [0, 1, 3, 4]
+    lines, first, fields = records.layout(segment, ",", '"', "\n", census.quotes, fields=True)
+    assert lines == 5 and first.tolist() == [0, 1, 3, 4]
     assert fields is not None and fields.tolist() == [3, 3, 1, 4]
-    first, fields = records.layout(segment, ",", None, "\n", np.zeros(0, np.int64), fields=True)
+    lines, first, fields = records.layout(segment, ",", None, "\n", np.zeros(0, np.int64), fields=True)
     assert first.tolist() == [0, 1, 2, 3, 4] and fields is not None and fields.tolist() == [4, 1, 3, 1, 5]
 
 
@@ -43,8 +44,8 @@ def test_layout_counts_across_its_blocks(monkeypatch):
     monkeypatch.setattr(records, "BLOCK", 7)
     segment = b'a,b,c\n"d\n,e",f\n,,,,\ng\n' * 5
     census = records.census(segment, ",", '"', "\n")
-    first, fields = records.layout(segment, ",", '"', "\n", census.quotes, fields=True)
-    assert first.tolist() == [i + k for i in range(0, 25, 5) for k in (0, 1, 3, 4)]
+    lines, first, fields = records.layout(segment, ",", '"', "\n", census.quotes, fields=True)
+    assert lines == 25 and first.tolist() == [i + k for i in range(0, 25, 5) for k in (0, 1, 3, 4)]
     assert fields is not None and fields.tolist() == [3, 2, 5, 1] * 5
 
 
