@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,73 +30,10 @@ from typing import Any
 
 from bench import common, measure
 from bench.pg import throwaway_database
+from tests.azurite import Azurite
 
-AZURITE = common.ROOT / "node_modules" / ".bin" / "azurite"
-DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 POLL_SECONDS = 0.01
 WARMUP_ROWS = 1_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-class Azurite:
-    """A private Azurite on free ports; ``stop()`` ends exactly the process it started."""
-
-    def __init__(self, location: Path) -> None:
-        if not AZURITE.exists():
-            raise SystemExit("Azurite is not installed: run `npm ci` in the repo (scripts/test and scripts/demo do)")
-        self.location = location
-        self.blob_port, self.queue_port, self.table_port = free_port(), free_port(), free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/devstoreaccount1;"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/devstoreaccount1;"
-        )
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                str(AZURITE), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--location", str(self.location),
-                "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
-                "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
-                "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for_port(self.blob_port)
-        wait_for_port(self.queue_port)
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-
-# --- the runner process ------------------------------------------------------------------------
 
 
 def runner_main(stop_file: Path) -> int:

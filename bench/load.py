@@ -127,13 +127,8 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
                 copy_rows(conn, table, shape.columns, frame.iter_rows())
             return rows
 
-        def m_psql() -> int:
-            cmd = f"\\copy {TABLE} ({column_list}) FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"
-            subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", cmd], check=True, capture_output=True)
-            return rows
-
-        def m_psql_logged() -> int:
-            cmd = f"\\copy {TABLE}_logged ({column_list}) FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"
+        def psql_copy(into: str) -> int:
+            cmd = f"\\copy {into} ({column_list}) FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"
             subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", cmd], check=True, capture_output=True)
             return rows
 
@@ -203,11 +198,11 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
             ),
         }
         if have_psql:
-            methods["psql_copy"] = ("`psql \\copy` from a CSV file", m_psql)
+            methods["psql_copy"] = ("`psql \\copy` from a CSV file", lambda: psql_copy(TABLE))
             methods["psql_copy_logged"] = (
                 "reference: `psql \\copy` from the CSV file into a logged table shaped like the target (its source "
                 "column and index)",
-                m_psql_logged,
+                lambda: psql_copy(TABLE + "_logged"),
             )
         many_label = f" ({EXECUTEMANY_ROWS:,} rows, rows/s extrapolated)" if rows > EXECUTEMANY_ROWS else ""
         methods["executemany"] = (f"psycopg `executemany` INSERT{many_label}", m_executemany)

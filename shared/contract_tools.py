@@ -124,24 +124,9 @@ def dry_run(path: Path, contract: Any, scratch: Path) -> dict[str, Any]:
         info=info,
         paths=paths,
         contract_version=contract.version,
-        counts={
-            "rows_read": result.rows_read,
-            "rows_valid": result.rows_valid,
-            "rows_rejected": result.rows_rejected,
-            "rows_duplicate": result.rows_duplicate,
-            "groups": result.groups,
-        },
         outputs={},
-        quality={"rejects_by_reason": result.rejects_by_reason, "columns": result.columns, "drift": result.drift},
-        source_format={
-            "encoding": src.encoding,
-            "compressed": src.compressed,
-            "delimiter": src.delimiter,
-            "line_end": {"\n": "LF or CRLF", "\r": "CR"}[src.eol],
-            "bytes_in": src.bytes_in,
-            **src.notes,
-        },
         timings={"transform": result.seconds},
+        **manifest.of_transform(result, src),
     )
     doc["rejects_file"] = str(result.outputs.rejects)
     return doc

@@ -154,26 +154,9 @@ def _publish(
         info=info,
         paths=paths,
         contract_version=contract.version,
-        counts={
-            "rows_read": result.rows_read,
-            "rows_valid": result.rows_valid,
-            "rows_rejected": result.rows_rejected,
-            "rows_duplicate": result.rows_duplicate,
-            "groups": result.groups,
-        },
         outputs=outputs,
-        quality={"rejects_by_reason": result.rejects_by_reason, "columns": result.columns, "drift": result.drift},
-        source_format={
-            "encoding": src.encoding,
-            "compressed": src.compressed,
-            "delimiter": src.delimiter,
-            "line_end": {"\n": "LF or CRLF", "\r": "CR"}[src.eol],
-            "bytes_in": src.bytes_in,
-            "bytes_text": src.bytes_text,
-            "chunks": src.segment_count,
-            **src.notes,
-        },
         timings=timings,
+        **manifest.of_transform(result, src),
     )
     doc["force"] = force
     store.upload_bytes(*paths.report, report.html_report(doc).encode(), "text/html; charset=utf-8")

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.layout import RunPaths
 from shared.storage import BlobInfo
+
+if TYPE_CHECKING:
+    from shared.source import Source
+    from shared.transform import Result
 
 MANIFEST_VERSION = 1
 SUCCEEDED = "succeeded"
@@ -58,6 +62,31 @@ def succeeded(
         "format": source_format,
         "timings": {k: round(v, 4) for k, v in timings.items()},
         "created_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def of_transform(result: Result, src: Source) -> dict[str, dict[str, Any]]:
+    """What a transformed file contributes to its manifest: ``succeeded``'s ``counts``,
+    ``quality`` and ``source_format`` (the same for a published run and a dry run)."""
+    return {
+        "counts": {
+            "rows_read": result.rows_read,
+            "rows_valid": result.rows_valid,
+            "rows_rejected": result.rows_rejected,
+            "rows_duplicate": result.rows_duplicate,
+            "groups": result.groups,
+        },
+        "quality": {"rejects_by_reason": result.rejects_by_reason, "columns": result.columns, "drift": result.drift},
+        "source_format": {
+            "encoding": src.encoding,
+            "compressed": src.compressed,
+            "delimiter": src.delimiter,
+            "line_end": {"\n": "LF or CRLF", "\r": "CR"}[src.eol],
+            "bytes_in": src.bytes_in,
+            "bytes_text": src.bytes_text,
+            "chunks": src.segment_count,
+            **src.notes,
+        },
     }
 
 
