@@ -11,7 +11,7 @@ SDK-type binding), so a large blob is streamed, never loaded whole into memory.
 import azure.functions as func
 from azurefunctions.extensions.bindings import blob
 
-from shared import triggers
+from shared.app import triggers
 
 app = func.FunctionApp()
 

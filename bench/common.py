@@ -54,7 +54,7 @@ def generator_fingerprint() -> str:
     (the module's other generators can change without invalidating 2 GB of cached input)."""
     import inspect
 
-    from shared import samples
+    from shared.tools import samples
 
     parts = [repr((samples.DOMAINS, samples.CITIES, samples.BATCH_ROWS))]
     for name, obj in sorted(vars(samples).items()):
@@ -65,7 +65,7 @@ def generator_fingerprint() -> str:
 
 def dataset(rows: int, seed: int = DEFAULT_SEED, directory: Path = DATA_DIR) -> Path:
     """The seed-shaped input of ``rows`` rows, generated once and reused (deterministic)."""
-    from shared import samples
+    from shared.tools import samples
 
     path = directory / f"bank_transactions-{rows}-s{seed}-{generator_fingerprint()}.csv"
     if path.exists():

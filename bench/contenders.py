@@ -49,8 +49,8 @@ CONTENDERS: dict[str, Contender] = {
     for c in (
         Contender(
             "pipeline",
-            "pipeline (shared.ingest)",
-            "the Function's own code path, `shared.ingest.ingest()` on a `FolderStore`: split into chunks, clean, reject "
+            "pipeline (shared.app.ingest)",
+            "the Function's own code path, `shared.app.ingest.ingest()` on a `FolderStore`: split into chunks, clean, reject "
             "with reasons, de-duplicate, aggregate, and write every output (clean Parquet, rejects, aggregates, "
             "HTML report, manifest)",
         ),
@@ -139,10 +139,10 @@ def input_in_outdir(name: str, input_path: Path, outdir: Path) -> Path | None:
 
 
 def run_pipeline(input_path: Path, outdir: Path) -> dict[str, Any]:
-    from shared import settings
-    from shared.contract import load_contracts
-    from shared.ingest import ingest
-    from shared.storage import FolderStore
+    from shared.app import settings
+    from shared.app.ingest import ingest
+    from shared.core.contract import load_contracts
+    from shared.storage.blobs import FolderStore
 
     contracts = load_contracts(settings.contracts_dir())
     work = outdir / "work"

@@ -1,7 +1,7 @@
 """End to end: from "upload complete" to "rows queryable in the view", with the local runner.
 
 A private Azurite (free ports, a temp folder) and a throwaway PostgreSQL database are started
-for the run. The local runner (``shared.runner.LocalHost`` over ``function_app.app``, as
+for the run. The local runner (``shared.tools.runner.LocalHost`` over ``function_app.app``, as
 ``python -m shared run`` starts it) runs in its own process, started and warmed before the first
 upload, like a warm Function instance. For each file this process uploads the CSV into
 ``raw/bank_transactions/``, starts the clock when the upload returns (the blob is committed),
@@ -30,7 +30,7 @@ from typing import Any
 
 from bench import common, measure
 from bench.pg import throwaway_database
-from tests.azurite import Azurite
+from shared.tools.azurite import Azurite
 
 POLL_SECONDS = 0.01
 WARMUP_ROWS = 1_000
@@ -40,7 +40,7 @@ def runner_main(stop_file: Path) -> int:
     """Run the app's functions until ``stop_file`` appears; events go to stdout with a timestamp."""
     logging.basicConfig(level=logging.WARNING)
     import function_app
-    from shared.runner import LocalHost
+    from shared.tools.runner import LocalHost
 
     host = LocalHost(function_app.app, workers=2, on_event=lambda text: print(f"{time.time():.3f} {text}", flush=True))
     host.prepare()
@@ -101,8 +101,8 @@ def bench(rows: int, repeat: int, *, seed: int = common.DEFAULT_SEED, settle: fl
     from azure.storage.blob import BlobServiceClient
     from azure.storage.queue import QueueServiceClient
 
-    from shared import layout
-    from shared.storage import BlobStore, QueueSender
+    from shared.core import layout
+    from shared.storage.blobs import BlobStore, QueueSender
 
     big = common.dataset(rows, seed)
     small = common.dataset(WARMUP_ROWS, seed)

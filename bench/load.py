@@ -1,11 +1,11 @@
 """The loading benchmark: an aggregate-shaped frame into PostgreSQL, the loader's way and the others'.
 
-The frame has the real table shape (``shared.warehouse.aggregate_table`` of the bank contract:
+The frame has the real table shape (``shared.postgres.warehouse.aggregate_table`` of the bank contract:
 date, text, text, numeric(38,0), numeric(38,0), bigint) and the polars types the transform
 writes (Date, String, Decimal(38, 0), Int64). The other methods load into one UNLOGGED table of
 a throwaway database, truncated (untimed) before each run; the runs are interleaved:
 
-* ``copy_rows``: the pipeline's own path, the loader's staging step ``shared.load._stage``
+* ``copy_rows``: the pipeline's own path, the loader's staging step ``shared.app.load._stage``
   (a temp table, then ``copy_rows`` of the frame, binary COPY), in a transaction, as
   ``Loader._load`` calls it; with a loader that has no ``_stage``, ``copy_rows`` of the rows;
 * ``psql_copy``: ``psql -c "\\copy ... FROM file WITH (FORMAT csv)"``, the CSV written beforehand;
@@ -17,7 +17,7 @@ a throwaway database, truncated (untimed) before each run; the runs are interlea
   to rows/s;
 * ``copy_csv_stream`` (for reference): psycopg ``COPY FROM STDIN (FORMAT csv)`` fed the same
   CSV file in 1 MiB blocks, i.e. what a loader that streams bytes instead of rows could do;
-* ``loader`` (for reference): the whole ``shared.load.Loader.load()`` of a run whose aggregate
+* ``loader`` (for reference): the whole ``shared.app.load.Loader.load()`` of a run whose aggregate
   Parquet holds the frame: read the Parquet from a ``FolderStore``, COPY into a temp table,
   lock, DELETE + INSERT into the real (logged, indexed) table, ledger row, commit, prune.
 """
@@ -44,7 +44,7 @@ def aggregate_frame(rows: int, seed: int = 11) -> Any:
     import numpy as np
     import polars as pl
 
-    from shared.samples import CITIES, DOMAINS
+    from shared.tools.samples import CITIES, DOMAINS
 
     rng = np.random.default_rng(seed)
     i = pl.int_range(0, rows, eager=True, dtype=pl.Int64)
@@ -65,11 +65,13 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
     import psycopg
     from psycopg import sql
 
-    from shared import layout, manifest, settings, warehouse
-    from shared import load as pipeline_load
-    from shared.contract import load_contracts
-    from shared.load import Loader, copy_rows
-    from shared.storage import BlobInfo, FolderStore
+    from shared.app import load as pipeline_load
+    from shared.app import settings
+    from shared.app.load import Loader, copy_rows
+    from shared.core import layout, manifest
+    from shared.core.contract import load_contracts
+    from shared.postgres import warehouse
+    from shared.storage.blobs import BlobInfo, FolderStore
 
     contracts = load_contracts(settings.contracts_dir())
     contract = contracts["bank_transactions"]
@@ -191,9 +193,9 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
 
         methods: dict[str, tuple[str, Callable[[], int]]] = {
             "copy_rows": (
-                "**pipeline: `shared.load._stage` → `copy_rows`** (binary COPY into the loader's temp table)"
+                "**pipeline: `shared.app.load._stage` → `copy_rows`** (binary COPY into the loader's temp table)"
                 if stage_fn is not None
-                else "**pipeline: `shared.load.copy_rows`** (binary COPY, row by row)",
+                else "**pipeline: `shared.app.load.copy_rows`** (binary COPY, row by row)",
                 m_copy_rows,
             ),
         }

@@ -290,9 +290,9 @@ def targets(results_dir: Path) -> list[dict[str, Any]]:
     methods = (load or {}).get("methods", {})
     load_off = f"at {load['rows']:,} rows, not 1M" if load and load["rows"] != 1_000_000 else ""
     copy, psql, many = (methods.get(k, {}).get("rows_per_s") for k in ("copy_rows", "psql_copy", "executemany"))
-    add("loading (shared.load.copy_rows) / psql \\copy, rows/s", "≥ 0.90", copy / psql if copy and psql else None, 0.9, "{:.2f}",
+    add("loading (copy_rows) / psql \\copy, rows/s", "≥ 0.90", copy / psql if copy and psql else None, 0.9, "{:.2f}",
         higher_is_better=True, off=load_off)  # fmt: skip
-    add("loading (shared.load.copy_rows) / executemany, rows/s", "≥ 15", copy / many if copy and many else None, 15, "{:.1f}",
+    add("loading (copy_rows) / executemany, rows/s", "≥ 15", copy / many if copy and many else None, 15, "{:.1f}",
         higher_is_better=True, off=load_off)  # fmt: skip
     full = methods.get("loader", {}).get("rows_per_s")
     logged = methods.get("psql_copy_logged", {}).get("rows_per_s")

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.azurite import Azurite
+from shared.tools.azurite import Azurite
 
 BASE_DSN = os.environ.get("POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 
@@ -77,7 +77,7 @@ def pg_dsn() -> Iterator[str]:
             os.environ.pop("POSTGRES_DSN", None)
         else:
             os.environ["POSTGRES_DSN"] = previous
-        from shared import triggers
+        from shared.app import triggers
 
         triggers.reset()
         with psycopg.connect(_admin_dsn(), autocommit=True) as admin:
@@ -87,7 +87,7 @@ def pg_dsn() -> Iterator[str]:
 @pytest.fixture
 def services(storage_clean: Azurite, pg_dsn: str) -> Iterator[tuple[Azurite, str]]:
     """Azurite emptied and a fresh database, with the app's cached clients rebuilt for them."""
-    from shared import triggers
+    from shared.app import triggers
 
     triggers.reset()
     yield storage_clean, pg_dsn

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import polars as pl
 
-from shared import source, transform
-from shared.contract import Contract, load_contract
+from shared.core import source, transform
+from shared.core.contract import Contract, load_contract
 
 ROOT = Path(__file__).resolve().parent.parent
 BANK = load_contract(ROOT / "contracts" / "bank_transactions.toml")

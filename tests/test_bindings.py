@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import function_app
-from shared.runner import registered
+from shared.tools.runner import registered
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.contract import ContractError, load_contract, load_contracts
+from shared.core.contract import ContractError, load_contract, load_contracts
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The contract tooling commands, run as a person runs them: ``shared.cli.main([...])``.
+"""The contract tooling commands, run as a person runs them: ``shared.tools.cli.main([...])``.
 
 ``infer`` drafts a contract from a sample, ``check`` dry-runs a file against a contract and
 writes nothing, ``report`` prints a run's summary from a manifest, a local folder or storage.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import samples
-from shared.cli import main
-from shared.contract import load_contract
+from shared.core.contract import load_contract
+from shared.tools import samples
+from shared.tools.cli import main
 from tests.helpers import transform_bytes
 
 

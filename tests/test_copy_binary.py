@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from shared import copy_binary, warehouse
-from shared.load import _stage, copy_rows
+from shared.app.load import _stage, copy_rows
+from shared.postgres import copy_binary, warehouse
 from tests.helpers import BANK
 
 UTC = dt.UTC

@@ -1,4 +1,4 @@
-"""The Azure code paths of shared/database.py, with stand-ins for Key Vault and Microsoft Entra ID.
+"""The Azure code paths of shared/postgres/connections.py, with stand-ins for Key Vault and Microsoft Entra ID.
 
 Neither service runs here, so the stand-ins implement the real clients' call signatures:
 ``credential.get_token(*scopes)`` returns an object with ``.token`` and ``.expires_on`` (epoch
@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from shared import database
+from shared.postgres import connections
 
 AZURE_SETTINGS = (
     "POSTGRES_DSN",
@@ -95,7 +95,7 @@ def no_settings(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in AZURE_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     FakeSecretClient.instances = []
-    database._credential_for.cache_clear()
+    connections._credential_for.cache_clear()
     return monkeypatch
 
 
@@ -103,7 +103,7 @@ def no_settings(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """Drive the cache's notion of time (it measures connection age with ``time.monotonic``)."""
     c = Clock()
-    monkeypatch.setattr(database.time, "monotonic", c)
+    monkeypatch.setattr(connections.time, "monotonic", c)
     return c
 
 
@@ -125,7 +125,7 @@ def test_a_dsn_wins_and_is_used_as_is(no_settings):
     no_settings.setenv("POSTGRES_DSN", "host=db user=app password=s3cret dbname=pipeline")
     no_settings.setenv("POSTGRES_DSN_SECRET_URI", "https://kv.vault.azure.net/secrets/dsn")
     no_settings.setenv("POSTGRES_HOST", "server.postgres.database.azure.com")
-    p = database.plan(credential=FakeCredential(), secret_client_factory=FakeSecretClient)
+    p = connections.plan(credential=FakeCredential(), secret_client_factory=FakeSecretClient)
     assert p.conninfo == "host=db user=app password=s3cret dbname=pipeline"
     assert p.password is None
     assert "s3cret" not in p.describe
@@ -137,7 +137,7 @@ def test_a_key_vault_secret_is_read_with_the_credential_and_beats_entra(no_setti
     FakeSecretClient.secrets = {("pg-dsn", None): "host=ext user=etl password=hunter2 dbname=warehouse"}
     no_settings.setenv("POSTGRES_DSN_SECRET_URI", "https://kv-test.vault.azure.net/secrets/pg-dsn")
     no_settings.setenv("POSTGRES_HOST", "server.postgres.database.azure.com")
-    p = database.plan(credential=credential, secret_client_factory=FakeSecretClient)
+    p = connections.plan(credential=credential, secret_client_factory=FakeSecretClient)
     (client,) = FakeSecretClient.instances
     assert client.vault_url == "https://kv-test.vault.azure.net"
     assert client.credential is credential
@@ -151,7 +151,7 @@ def test_a_key_vault_secret_is_read_with_the_credential_and_beats_entra(no_setti
 def test_a_secret_version_in_the_uri_is_passed_on(no_settings):
     FakeSecretClient.secrets = {("pg-dsn", "0123abcd"): "host=ext dbname=w"}
     no_settings.setenv("POSTGRES_DSN_SECRET_URI", "https://kv.vault.azure.net/secrets/pg-dsn/0123abcd")
-    assert database.plan(credential=FakeCredential(), secret_client_factory=FakeSecretClient).conninfo == "host=ext dbname=w"
+    assert connections.plan(credential=FakeCredential(), secret_client_factory=FakeSecretClient).conninfo == "host=ext dbname=w"
     assert FakeSecretClient.instances[0].requests == [("pg-dsn", "0123abcd")]
 
 
@@ -161,7 +161,7 @@ def test_a_secret_version_in_the_uri_is_passed_on(no_settings):
 def test_a_uri_that_names_no_secret_is_refused(no_settings, uri):
     no_settings.setenv("POSTGRES_DSN_SECRET_URI", uri)
     with pytest.raises(ValueError, match="POSTGRES_DSN_SECRET_URI"):
-        database.plan(credential=FakeCredential(), secret_client_factory=FakeSecretClient)
+        connections.plan(credential=FakeCredential(), secret_client_factory=FakeSecretClient)
 
 
 def test_the_secret_path_uses_the_managed_identity_by_default(no_settings):
@@ -175,7 +175,7 @@ def test_the_secret_path_uses_the_managed_identity_by_default(no_settings):
     no_settings.setenv("AZURE_CLIENT_ID", "00000000-0000-0000-0000-00000000c1d0")
     no_settings.setenv("POSTGRES_DSN_SECRET_URI", "https://kv.vault.azure.net/secrets/pg-dsn")
     FakeSecretClient.secrets = {("pg-dsn", None): "host=ext dbname=w"}
-    database.plan(secret_client_factory=FakeSecretClient)
+    connections.plan(secret_client_factory=FakeSecretClient)
     assert built == [{"managed_identity_client_id": "00000000-0000-0000-0000-00000000c1d0"}]
 
 
@@ -184,7 +184,7 @@ def test_entra_plan_fetches_a_token_for_each_new_connection(no_settings):
     no_settings.setenv("POSTGRES_HOST", "psql-x.postgres.database.azure.com")
     no_settings.setenv("POSTGRES_DATABASE", "pipeline")
     no_settings.setenv("POSTGRES_USER", "id-func-x")
-    p = database.plan(credential=credential)
+    p = connections.plan(credential=credential)
     params = psycopg.conninfo.conninfo_to_dict(p.conninfo)
     assert params == {
         "host": "psql-x.postgres.database.azure.com",
@@ -196,16 +196,16 @@ def test_entra_plan_fetches_a_token_for_each_new_connection(no_settings):
     assert credential.calls == [], "no token before a connection is opened"
     assert p.password is not None
     assert (p.password(), p.password()) == ("entra-token-1", "entra-token-2")
-    assert credential.calls == [(database.ENTRA_SCOPE,)] * 2
-    assert database.ENTRA_SCOPE == "https://ossrdbms-aad.database.windows.net/.default"
+    assert credential.calls == [(connections.ENTRA_SCOPE,)] * 2
+    assert connections.ENTRA_SCOPE == "https://ossrdbms-aad.database.windows.net/.default"
 
 
 def test_entra_plan_defaults_the_database_and_requires_the_role(no_settings):
     no_settings.setenv("POSTGRES_HOST", "psql-x.postgres.database.azure.com")
     with pytest.raises(RuntimeError, match="POSTGRES_USER"):
-        database.plan(credential=FakeCredential())
+        connections.plan(credential=FakeCredential())
     no_settings.setenv("POSTGRES_USER", "id-func-x")
-    assert psycopg.conninfo.conninfo_to_dict(database.plan(credential=FakeCredential()).conninfo)["dbname"] == "postgres"
+    assert psycopg.conninfo.conninfo_to_dict(connections.plan(credential=FakeCredential()).conninfo)["dbname"] == "postgres"
 
 
 def test_entra_plan_uses_the_user_assigned_identity(no_settings):
@@ -213,15 +213,15 @@ def test_entra_plan_uses_the_user_assigned_identity(no_settings):
     no_settings.setattr("azure.identity.DefaultAzureCredential", lambda **kw: built.append(kw) or FakeCredential())
     no_settings.setenv("POSTGRES_HOST", "psql-x.postgres.database.azure.com")
     no_settings.setenv("POSTGRES_USER", "id-func-x")
-    database.plan()
+    connections.plan()
     no_settings.setenv("AZURE_CLIENT_ID", "c1d")
-    database.plan()
+    connections.plan()
     assert built == [{}, {"managed_identity_client_id": "c1d"}]
 
 
 def test_nothing_configured_is_an_error(no_settings):
     with pytest.raises(RuntimeError, match="no PostgreSQL configured"):
-        database.plan()
+        connections.plan()
 
 
 # --- connect() and ConnectionCache: real connections ------------------------------------------------
@@ -235,13 +235,13 @@ def entra(pg_dsn: str, no_settings: pytest.MonkeyPatch, clock: Clock):
     no_settings.setenv("POSTGRES_HOST", "psql-x.postgres.database.azure.com")
     no_settings.setenv("POSTGRES_DATABASE", "pipeline")
     no_settings.setenv("POSTGRES_USER", "id-func-x")
-    p = database.plan(credential=credential)
-    return credential, database.ConnectionPlan(local(p.conninfo, pg_dsn), password=p.password, describe=p.describe)
+    p = connections.plan(credential=credential)
+    return credential, connections.ConnectionPlan(local(p.conninfo, pg_dsn), password=p.password, describe=p.describe)
 
 
 def test_connect_sends_a_fresh_token_as_the_password(entra):
     credential, p = entra
-    with database.connect(p) as first, database.connect(p) as second:
+    with connections.connect(p) as first, connections.connect(p) as second:
         assert (first.info.password, second.info.password) == ("entra-token-1", "entra-token-2")
         assert first.autocommit and first.info.parameter_status("application_name") == "csv-pipeline"
         assert first.execute("SELECT 1").fetchone() == (1,)
@@ -250,7 +250,7 @@ def test_connect_sends_a_fresh_token_as_the_password(entra):
 
 def test_the_cache_reuses_a_connection_within_its_lifetime(entra, clock):
     credential, p = entra
-    cache = database.ConnectionCache(lambda: database.connect(p), max_lifetime=1800)
+    cache = connections.ConnectionCache(lambda: connections.connect(p), max_lifetime=1800)
     first = cache.get()
     clock.advance(1799)
     assert cache.get() is first
@@ -263,11 +263,11 @@ def test_token_expiry_forces_a_new_connection(entra, clock):
     token; with max_lifetime under the token lifetime, the connection handed out was always
     opened with a token that has not expired yet."""
     credential, p = entra
-    assert credential.lifetime > database.MAX_LIFETIME_SECONDS
-    cache = database.ConnectionCache(lambda: database.connect(p), max_lifetime=database.MAX_LIFETIME_SECONDS)
+    assert credential.lifetime > connections.MAX_LIFETIME_SECONDS
+    cache = connections.ConnectionCache(lambda: connections.connect(p), max_lifetime=connections.MAX_LIFETIME_SECONDS)
     first = cache.get()
     assert first.info.password == "entra-token-1"
-    clock.advance(database.MAX_LIFETIME_SECONDS + 1)
+    clock.advance(connections.MAX_LIFETIME_SECONDS + 1)
     second = cache.get()
     assert second is not first and first.closed
     assert second.info.password == "entra-token-2"
@@ -283,13 +283,13 @@ def test_token_expiry_forces_a_new_connection(entra, clock):
         assert conn.execute("SELECT 1").fetchone() == (1,)
         opened.add(conn.info.backend_pid)
     assert 6 <= len(opened) <= 7
-    assert credential.calls == [(database.ENTRA_SCOPE,)] * len(credential.expiry)
+    assert credential.calls == [(connections.ENTRA_SCOPE,)] * len(credential.expiry)
     cache.discard()
 
 
 def test_a_broken_or_closed_connection_is_replaced(entra, pg_dsn):
     _, p = entra
-    cache = database.ConnectionCache(lambda: database.connect(p))
+    cache = connections.ConnectionCache(lambda: connections.connect(p))
     first = cache.get()
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (first.info.backend_pid,))
@@ -309,7 +309,7 @@ def test_a_broken_or_closed_connection_is_replaced(entra, pg_dsn):
 
 def test_each_thread_has_its_own_connection(entra):
     _, p = entra
-    cache = database.ConnectionCache(lambda: database.connect(p))
+    cache = connections.ConnectionCache(lambda: connections.connect(p))
     seen: dict[str, tuple[int, str]] = {}
     both_connected = threading.Barrier(2, timeout=10)
 
@@ -334,6 +334,6 @@ def test_a_key_vault_dsn_connects(pg_dsn, no_settings):
     """The secret path end to end: the DSN read from the (stand-in) vault opens a real connection."""
     FakeSecretClient.secrets = {("pg-dsn", None): pg_dsn}
     no_settings.setenv("POSTGRES_DSN_SECRET_URI", "https://kv.vault.azure.net/secrets/pg-dsn")
-    p = database.plan(credential=FakeCredential(), secret_client_factory=FakeSecretClient)
-    with database.connect(p) as conn:
+    p = connections.plan(credential=FakeCredential(), secret_client_factory=FakeSecretClient)
+    with connections.connect(p) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == (psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"],)

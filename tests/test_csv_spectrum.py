@@ -20,8 +20,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared import source, transform
-from shared.contract import Contract, load_contract
+from shared.core import source, transform
+from shared.core.contract import Contract, load_contract
 
 CORPUS = Path(__file__).resolve().parent / "data" / "csv-spectrum"
 NAMES = sorted(p.stem for p in (CORPUS / "csvs").glob("*.csv"))

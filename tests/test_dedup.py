@@ -14,7 +14,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared import dedup, samples, source, transform
+from shared.core import dedup, source, transform
+from shared.tools import samples
 from tests import oracle
 from tests.helpers import BANK, transform_bytes
 

@@ -13,7 +13,7 @@ import json
 import polars as pl
 import pytest
 
-from shared.faults import FileRefused
+from shared.core.errors import FileRefused
 from tests.helpers import BANK, clean_rows, contract_from, rejects, transform_bytes
 
 HEADER = b"Date,Domain,Location,Value,Transaction_count"
@@ -174,7 +174,7 @@ def test_empty_values_never_count_as_type_drift(tmp_path):
     ("schema", "problem"), [('extra_columns = "ignore"', "is not one of"), ("max_invalid_share = 0", "greater than 0")]
 )
 def test_a_drift_policy_is_checked_when_the_contract_loads(tmp_path, schema, problem):
-    from shared.contract import ContractError
+    from shared.core.contract import ContractError
 
     with pytest.raises(ContractError, match=problem) as err:
         drift_contract(tmp_path, schema)

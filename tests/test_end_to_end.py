@@ -17,8 +17,8 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 import function_app
-from shared import samples
-from shared.runner import LocalHost
+from shared.tools import samples
+from shared.tools.runner import LocalHost
 from tests import oracle
 
 DATASET = "bank_transactions"
@@ -162,8 +162,8 @@ def test_the_same_file_twice_never_counts_twice(services, tmp_path):
     # the load request delivered again (at-least-once delivery): recognised, nothing changes
     manifest_name = names(azurite, "curated", f"{DATASET}/manifests/")[-1]
     body = blobs(azurite).get_blob_client("curated", manifest_name).download_blob().readall().decode()
-    from shared import manifest as manifest_mod
-    from shared.storage import QueueSender
+    from shared.core import manifest as manifest_mod
+    from shared.storage.blobs import QueueSender
 
     QueueSender().send("load-requests", manifest_mod.load_request(json.loads(body)))
     run_host()

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared import triggers
+from shared.app import triggers
 from tests.faults import harness
 from tests.faults.cluster import BreakableAzurite, PgCluster, pg_cluster, private_azurite
 
@@ -104,7 +104,7 @@ def local_host(events: list[str], *, workers: int = 2):
     """The in-process runner, with a one-second retry delay (as the end-to-end tests use) and
     its events collected; host.json's maxDequeueCount (5) stays."""
     import function_app
-    from shared.runner import LocalHost
+    from shared.tools.runner import LocalHost
 
     overrides = {"visibilityTimeout": "00:00:01"}
     host = LocalHost(function_app.app, workers=workers, poll_seconds=0.05, queue_overrides=overrides, on_event=events.append)
@@ -225,7 +225,7 @@ def test_a_loader_killed_mid_copy_leaves_no_partial_rows_and_the_retry_loads_onc
 def test_azurite_restarted_during_ingest_leaves_outputs_complete_or_absent_and_the_retry_finishes(
     own_azurite, impatient_storage, db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str
 ):
-    from shared import storage
+    from shared.storage import blobs
 
     service = harness.blob_service(own_azurite.connection_string)
     blob = f"{DATASET}/restart.csv"
@@ -245,7 +245,7 @@ def test_azurite_restarted_during_ingest_leaves_outputs_complete_or_absent_and_t
             restarts.append(Injector(lambda: (time.sleep(1.0), own_azurite.start())))
             restarts[0].start()
 
-    upload_file, upload_bytes = storage.BlobStore.upload_file, storage.BlobStore.upload_bytes
+    upload_file, upload_bytes = blobs.BlobStore.upload_file, blobs.BlobStore.upload_bytes
 
     def watched_upload_file(self, container, name, *args, **kwargs):
         restart_azurite_at_the_moment(name)
@@ -255,8 +255,8 @@ def test_azurite_restarted_during_ingest_leaves_outputs_complete_or_absent_and_t
         restart_azurite_at_the_moment(name)
         return upload_bytes(self, container, name, *args, **kwargs)
 
-    monkeypatch.setattr(storage.BlobStore, "upload_file", watched_upload_file)
-    monkeypatch.setattr(storage.BlobStore, "upload_bytes", watched_upload_bytes)
+    monkeypatch.setattr(blobs.BlobStore, "upload_file", watched_upload_file)
+    monkeypatch.setattr(blobs.BlobStore, "upload_bytes", watched_upload_bytes)
 
     events: list[str] = []
     stats = local_host(events).run(until_idle=True, timeout=180)
@@ -279,7 +279,7 @@ def test_azurite_restarted_during_ingest_leaves_outputs_complete_or_absent_and_t
 def test_azurite_restarted_while_old_outputs_are_pruned_never_leaves_them_half_deleted(
     own_azurite, impatient_storage, db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from shared import storage
+    from shared.storage import blobs
 
     service = harness.blob_service(own_azurite.connection_string)
     blob = f"{DATASET}/pruned.csv"
@@ -294,7 +294,7 @@ def test_azurite_restarted_while_old_outputs_are_pruned_never_leaves_them_half_d
     deletes: list[str] = []
     restarts: list[Injector] = []
     seen: list[tuple[dict[str, str], list[str]]] = []
-    delete = storage.BlobStore.delete
+    delete = blobs.BlobStore.delete
 
     def delete_until_azurite_goes_away(self, container, name):
         deletes.append(name)
@@ -305,7 +305,7 @@ def test_azurite_restarted_while_old_outputs_are_pruned_never_leaves_them_half_d
             restarts[0].start()
         return delete(self, container, name)
 
-    monkeypatch.setattr(storage.BlobStore, "delete", delete_until_azurite_goes_away)
+    monkeypatch.setattr(blobs.BlobStore, "delete", delete_until_azurite_goes_away)
     events.clear()
     stats = local_host(events).run(until_idle=True, timeout=120)
     restarts[0].result()
@@ -392,8 +392,8 @@ def test_fifty_files_dropped_at_once_are_all_loaded_by_parallel_workers_with_exa
 def test_a_load_poisoned_by_a_postgres_outage_is_replayed_after_the_restart_and_loads_once(
     storage_clean, db, load_outcomes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    from shared import cli
-    from shared.storage import QueueSender
+    from shared.storage.blobs import QueueSender
+    from shared.tools import cli
 
     service = harness.blob_service(storage_clean.connection_string)
     blob = f"{DATASET}/poisoned.csv"

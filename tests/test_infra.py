@@ -1,7 +1,7 @@
 """The azd template (infra/, azure.yaml, hooks) agrees with the code it deploys.
 
 * every app setting the bindings and ``shared/`` read is set by the Bicep, and the Bicep sets
-  nothing else (derived from ``app.get_functions()`` and ``shared.settings.SETTINGS``, with the
+  nothing else (derived from ``app.get_functions()`` and ``shared.app.settings.SETTINGS``, with the
   exceptions listed, each with its reason);
 * the names the code uses (containers, queues, the blob-triggered function, accepted suffixes,
   database, ledger schema) are the names the template creates, and ``host.json``, ``azure.yaml``,
@@ -32,8 +32,10 @@ import pytest
 from psycopg import sql
 
 import function_app
-from shared import database, layout, settings
-from shared.runner import registered
+from shared.app import settings
+from shared.core import layout
+from shared.postgres import connections
+from shared.tools.runner import registered
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
@@ -194,7 +196,7 @@ def env_names_read(tree: ast.AST) -> set[str]:
 def test_settings_lists_every_setting_the_app_reads():
     """What the test above relies on: SETTINGS is complete (function_app.py and shared/)."""
     read = set()
-    for path in [ROOT / "function_app.py", *sorted((ROOT / "shared").glob("*.py"))]:
+    for path in [ROOT / "function_app.py", *sorted((ROOT / "shared").rglob("*.py"))]:
         read |= env_names_read(ast.parse(path.read_text(), str(path)))
     assert read - set(settings.SETTINGS) - set(LOCAL_TOOLS_ONLY) == set()
     assert set(LOCAL_TOOLS_ONLY) <= read, "an exception for a variable nothing reads any more"
@@ -453,7 +455,7 @@ def exists(conn: psycopg.Connection, role: str) -> bool:
 
 
 def test_the_scope_of_the_roles_script_is_the_apps():
-    assert load_roles_script().ENTRA_SCOPE == database.ENTRA_SCOPE
+    assert load_roles_script().ENTRA_SCOPE == connections.ENTRA_SCOPE
 
 
 def test_the_identity_is_mapped_idempotently_and_can_create_its_schemas(roles_db):

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import psycopg
 
-from shared import database, ingest
-from shared.contract import load_contracts
-from shared.load import Loader
-from shared.storage import FolderStore
+from shared.app import ingest
+from shared.app.load import Loader
+from shared.core.contract import load_contracts
+from shared.postgres import connections
+from shared.storage.blobs import FolderStore
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS = load_contracts(ROOT / "contracts")
@@ -20,7 +21,7 @@ HEADER = b"Date,Domain,Location,Value,Transaction_count\n"
 
 def make(tmp_path: Path, dsn: str) -> tuple[FolderStore, Loader]:
     store = FolderStore(tmp_path / "store")
-    cache = database.ConnectionCache(lambda: psycopg.connect(dsn, autocommit=True))
+    cache = connections.ConnectionCache(lambda: psycopg.connect(dsn, autocommit=True))
     return store, Loader(cache.get, store, CONTRACTS)
 
 
@@ -98,7 +99,7 @@ def test_the_ml_applications_role_can_read_the_views_and_nothing_else(tmp_path, 
 
 
 def test_a_cached_connection_killed_while_idle_is_replaced_before_it_is_used(pg_dsn):
-    cache = database.ConnectionCache(lambda: psycopg.connect(pg_dsn, autocommit=True), check_after=0.0)
+    cache = connections.ConnectionCache(lambda: psycopg.connect(pg_dsn, autocommit=True), check_after=0.0)
     first = cache.get()
     pid = first.info.backend_pid
     with psycopg.connect(pg_dsn, autocommit=True) as admin:  # as a server restart would

@@ -8,7 +8,7 @@ import os
 import psycopg
 import pytest
 
-from shared import cli, samples
+from shared.tools import cli, samples
 from tests import oracle
 from tests.test_end_to_end import DATASET, blobs, ledger, poison_count, run_host, upload, view_rows
 
@@ -39,7 +39,7 @@ def test_a_poisoned_load_is_replayed_after_its_cause_is_fixed_and_loads_once(ser
     upload(azurite, f"{DATASET}/p.csv", path.read_bytes())
     # the database is unreachable: every delivery fails, then the message is parked
     os.environ["POSTGRES_DSN"] = psycopg.conninfo.make_conninfo(dsn, port="1", connect_timeout="1")
-    from shared import triggers
+    from shared.app import triggers
 
     triggers.reset()
     stats = run_host()
@@ -113,7 +113,7 @@ def test_forget_removes_a_deleted_blobs_contribution_only_when_asked(services, t
 def test_no_password_reaches_a_log_line(dsn, capsys):
     import logging
 
-    from shared import logs
+    from shared.app import logs
 
     logs.configure(level="INFO", json_lines=True)
     logging.getLogger("pipeline.test").info("connecting with %s", dsn)

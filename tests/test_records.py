@@ -1,4 +1,4 @@
-"""Records counted from the bytes (``shared.records``), and the transform's use of them: each row's
+"""Records counted from the bytes (``shared.core.records``), and the transform's use of them: each row's
 physical line and whether it has the header's number of fields, against Python's own count."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from shared import records
+from shared.core import records
 from tests.helpers import clean_rows, contract_from, rejects, transform_bytes
 
 HEADER = b"Date,Domain,Location,Value,Transaction_count\n"
@@ -57,7 +57,7 @@ def test_surplus_fields_after_an_empty_first_surplus_field_are_ragged(tmp_path):
 
 
 def test_a_short_row_is_ragged_when_its_missing_columns_are_read_through_a_dictionary(tmp_path):
-    """Date, Domain and Location repeat, so they are parsed as Categorical (``shared.lookup``)."""
+    """Date, Domain and Location repeat, so they are parsed as Categorical (``shared.core.dictionary``)."""
     data = HEADER + GOOD * 400 + b"1/1/2022,RETAIL\n" + GOOD.replace(b"Goa", b"Pune") * 10 + b"\n" + GOOD
     result = transform_bytes(data, tmp_path, chunk_bytes=4096)
     assert "location" in result.notes["dictionary_columns"]

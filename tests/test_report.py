@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from shared import ingest, report
-from shared.contract import load_contracts
-from shared.faults import FILE_REASONS
-from shared.rules import ROW_REASON_MEANINGS, ROW_REASONS
-from shared.storage import FolderStore
+from shared.app import ingest
+from shared.core import report
+from shared.core.contract import load_contracts
+from shared.core.errors import FILE_REASONS
+from shared.core.rules import ROW_REASON_MEANINGS, ROW_REASONS
+from shared.storage.blobs import FolderStore
 from tests.helpers import ROOT
 
 CONTRACTS = load_contracts(ROOT / "contracts")

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared.rules import ROW_REASONS
+from shared.core.rules import ROW_REASONS
 from tests.helpers import contract_from, rejects, transform_bytes
 
 UTC = dt.UTC

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from shared import layout
-from shared.contract import IDENTIFIER
-from shared.storage import FolderStore
+from shared.core import layout
+from shared.core.contract import IDENTIFIER
+from shared.storage.blobs import FolderStore
 from tests.test_end_to_end import DATASET, ledger, names, run_host, upload
 
 ODD_NAMES = [

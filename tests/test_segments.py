@@ -6,8 +6,8 @@ import gzip
 
 import pytest
 
-from shared import source
-from shared.faults import FileRefused
+from shared.core import source
+from shared.core.errors import FileRefused
 
 HEADER = b"Date,Domain,Location,Value,Transaction_count\n"
 

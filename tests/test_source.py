@@ -7,8 +7,8 @@ import gzip
 
 import pytest
 
-from shared import source
-from shared.faults import FileRefused
+from shared.core import source
+from shared.core.errors import FileRefused
 from tests.helpers import clean_rows, rejects, transform_bytes
 
 ROWS = "Date,Domain,Location,Value,Transaction_count\n1/1/2022,RETAIL,Goa,5,1\n1/2/2022,PUBLIC,Pune,7,2\n"

@@ -19,8 +19,8 @@ from pathlib import Path
 import polars as pl
 import psycopg
 
-from shared import samples
-from shared.contract import load_contract
+from shared.core.contract import load_contract
+from shared.tools import samples
 from tests import taxi_oracle
 from tests.helpers import ROOT, contract_from, transform_bytes
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from shared import samples
-from shared.faults import FileRefused
+from shared.core.errors import FileRefused
+from shared.tools import samples
 from tests import oracle
 from tests.helpers import clean_rows, rejects, transform_bytes
 

@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from shared import layout, manifest, report, settings, source, telemetry, transform
-from shared.contract import Contract
-from shared.faults import FileRefused
-from shared.storage import BlobInfo, Store
+from shared.app import settings, telemetry
+from shared.core import layout, manifest, report, source, transform
+from shared.core.contract import Contract
+from shared.core.errors import FileRefused
+from shared.storage.blobs import BlobInfo, Store
 
 log = logging.getLogger("pipeline.ingest")
 

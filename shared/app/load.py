@@ -27,10 +27,12 @@ from typing import Any
 import polars as pl
 from psycopg import Connection, sql
 
-from shared import copy_binary, layout, ledger, telemetry, warehouse
-from shared.contract import Contract
-from shared.faults import PipelineError, is_permanent_database_error, is_transient
-from shared.storage import Store
+from shared.app import telemetry
+from shared.core import layout
+from shared.core.contract import Contract
+from shared.core.errors import PipelineError, is_permanent_database_error, is_transient
+from shared.postgres import copy_binary, ledger, warehouse
+from shared.storage.blobs import Store
 
 log = logging.getLogger("pipeline.load")
 
@@ -275,7 +277,7 @@ def copy_rows(
     rows: pl.DataFrame | Iterable[tuple[Any, ...]],
 ) -> None:
     """Binary COPY of rows into ``table``. A polars frame is encoded whole, without Python per
-    row (``shared.copy_binary``; its rows arrive in another order, which a table does not
+    row (``shared.postgres.copy_binary``; its rows arrive in another order, which a table does not
     keep anyway); other rows go through psycopg, with the types set so that it dumps binary."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         table, sql.SQL(", ").join(sql.Identifier(n) for n, _ in columns)

@@ -29,9 +29,10 @@ from typing import Any
 
 from psycopg import Connection
 
-from shared import layout, ledger
-from shared.contract import Contract
-from shared.storage import Store
+from shared.core import layout
+from shared.core.contract import Contract
+from shared.postgres import ledger
+from shared.storage.blobs import Store
 
 log = logging.getLogger("pipeline.reprocess")
 

@@ -12,7 +12,7 @@ import os
 from functools import cache
 from pathlib import Path
 
-APP_ROOT = Path(__file__).resolve().parent.parent
+APP_ROOT = Path(__file__).resolve().parents[2]
 
 DATA_CONNECTION = "DataStorage"
 """The connection setting (prefix) of the data account: ``raw``, ``curated``, ``quarantine``

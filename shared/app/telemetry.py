@@ -22,7 +22,7 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 
-from shared import settings
+from shared.app import settings
 
 log = logging.getLogger("pipeline.telemetry")
 

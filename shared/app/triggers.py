@@ -14,8 +14,9 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from shared import layout, logs, settings, telemetry
-from shared.contract import load_contracts
+from shared.app import logs, settings, telemetry
+from shared.core import layout
+from shared.core.contract import load_contracts
 
 log = logging.getLogger("pipeline.triggers")
 
@@ -26,31 +27,33 @@ telemetry.configure()
 
 @cache
 def _store() -> Any:
-    from shared.storage import BlobStore
+    from shared.storage.blobs import BlobStore
 
     return BlobStore()
 
 
 @cache
 def _connections() -> Any:
-    from shared.database import ConnectionCache
+    from shared.postgres.connections import ConnectionCache
 
     return ConnectionCache()
 
 
 @cache
 def _loader() -> Any:
-    from shared.load import Loader
+    from shared.app.load import Loader
 
     return Loader(_connections().get, _store(), CONTRACTS, settings.ledger_schema())
 
 
 def ingest_blob(client: Any) -> str:
     """Blob trigger: ingest the blob the SDK client points at; return the load request."""
-    from shared import ingest, manifest, storage
+    from shared.app import ingest
+    from shared.core import manifest
+    from shared.storage import blobs
 
     doc = ingest.ingest(
-        _store(), client.blob_name, CONTRACTS, container=client.container_name, reader=lambda: storage.open_client(client)
+        _store(), client.blob_name, CONTRACTS, container=client.container_name, reader=lambda: blobs.open_client(client)
     )
     return manifest.load_request(doc)
 
@@ -59,7 +62,8 @@ def ingest_requested(body: str) -> str | None:
     """Queue trigger: a re-drive asks for a raw blob to be ingested again."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    from shared import ingest, manifest
+    from shared.app import ingest
+    from shared.core import manifest
 
     request = json.loads(body)
     container, blob = request.get("container", layout.RAW), request["blob"]
@@ -74,7 +78,7 @@ def ingest_requested(body: str) -> str | None:
 def load_requested(body: str, dequeue_count: int = 1) -> None:
     """Queue trigger: load a manifest into PostgreSQL. Raises (so the host retries) only when
     the failure is transient; permanent failures are recorded in the ledger and acknowledged."""
-    from shared import manifest
+    from shared.core import manifest
 
     request = manifest.parse_request(body)
     try:
@@ -90,7 +94,7 @@ def load_requested(body: str, dequeue_count: int = 1) -> None:
 
 def nightly(past_due: bool = False) -> list[str]:
     """Timer: re-queue whatever was missed or failed; return the ingest requests to send."""
-    from shared import reprocess
+    from shared.app import reprocess
 
     conn = _connections().get()
     _loader().prepare(conn, None)
@@ -103,8 +107,8 @@ def nightly(past_due: bool = False) -> list[str]:
         limit=settings.reprocess_batch(),
         retention=timedelta(days=settings.raw_retention_days()),
     )
-    from shared import poison
-    from shared.storage import queue_service
+    from shared.storage import poison
+    from shared.storage.blobs import queue_service
 
     parked = poison.counts(queue_service())
     log.info(

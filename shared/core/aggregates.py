@@ -1,6 +1,6 @@
 """Aggregates and column statistics computed in parts and merged exactly.
 
-The transform de-duplicates a file one range of key hashes at a time (``shared.dedup``), so a
+The transform de-duplicates a file one range of key hashes at a time (``shared.core.dedup``), so a
 group of an aggregate gets rows from many ranges. Each range yields a *partial*: per group,
 counts, exact sums (128-bit integers, decimals), minima and maxima, and for a mean its exact
 sum and count. Partials merge by adding counts and sums and taking the min of minima and the
@@ -10,7 +10,7 @@ out only at the end. Merging after every range keeps one row per group in memory
 A distinct count cannot be added up, so its distinct (keys, value) pairs are kept (the same
 pairs the transform writes for the warehouse) and counted at the end.
 
-A key column read through a dictionary (``shared.lookup``) is grouped by its slot number while
+A key column read through a dictionary (``shared.core.dictionary``) is grouped by its slot number while
 the partials are merged (hashing small integers instead of text: 3x faster on the bank file),
 and decoded once at the end, where slots that mean the same value are merged too. When every
 key has a dictionary and every metric is a count or an integer sum or mean, there is not even
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from shared.contract import Aggregate, Contract, Metric
+from shared.core.contract import Aggregate, Contract, Metric
 
 SLOT = "__slot:"
 """Prefix of the column holding a dictionary column's slot numbers."""

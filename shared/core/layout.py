@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared.contract import IDENTIFIER
+from shared.core.contract import IDENTIFIER
 
 RAW = "raw"
 CURATED = "curated"

@@ -11,12 +11,12 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.layout import RunPaths
-from shared.storage import BlobInfo
+from shared.core.layout import RunPaths
+from shared.storage.blobs import BlobInfo
 
 if TYPE_CHECKING:
-    from shared.source import Source
-    from shared.transform import Result
+    from shared.core.source import Source
+    from shared.core.transform import Result
 
 MANIFEST_VERSION = 1
 SUCCEEDED = "succeeded"

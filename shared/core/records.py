@@ -20,7 +20,7 @@ Python per row or per byte):
   150 to 250 ms with the fields, per 32 MB (a feed that ends most rows with an empty field,
   or quotes every field, pays that on every segment).
 
-A quote character opens or closes a quoted stretch wherever it is, as ``shared.source`` cuts
+A quote character opens or closes a quoted stretch wherever it is, as ``shared.core.source`` cuts
 segments (a doubled quote inside a quoted field closes and reopens it, and so keeps the
 parity), so a segment starts and ends outside quotes.
 """

@@ -11,9 +11,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from shared.faults import FILE_REASONS
-from shared.rules import ROW_REASON_MEANINGS
-from shared.source import ONE_COLUMN
+from shared.core.errors import FILE_REASONS
+from shared.core.rules import ROW_REASON_MEANINGS
+from shared.core.source import ONE_COLUMN
 
 CHART_BARS = 12
 TEXT_REASONS = 12

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from shared.contract import Column
+from shared.core.contract import Column
 
 # Reason codes for rows. Stable: reports, dashboards and the ledger key on them.
 MISSING_VALUE = "missing_value"

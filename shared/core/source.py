@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.faults import FileRefused
+from shared.core.errors import FileRefused
 
 SAMPLE_BYTES = 256 * 1024
 DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024

@@ -1,12 +1,12 @@
 """The transform: raw CSV segments in, every output of a file out, in two passes and bounded memory.
 
-    pass 1, per segment (``shared.source`` streams them from memory, read ahead in a thread):
-      parse ─ clean & type (``shared.rules``; per distinct text where a column repeats, ``shared.lookup``)
+    pass 1, per segment (``shared.core.source`` streams them from memory, read ahead in a thread):
+      parse ─ clean & type (``shared.core.rules``; per distinct text where a column repeats, ``shared.core.dictionary``)
             ├─ rejected ─ rejects.parquet (line, first broken rule, its column, the raw text)
-            └─ valid ─ spilled by key-hash bucket (``shared.dedup``: memory first, disk after)
+            └─ valid ─ spilled by key-hash bucket (``shared.core.dedup``: memory first, disk after)
     pass 2, per range of buckets:
       first occurrence of each key, by line ─┬─ clean/part-NNNNN.parquet
-                                             ├─ partial aggregates, column statistics (``shared.partials``)
+                                             ├─ partial aggregates, column statistics (``shared.core.aggregates``)
                                              └─ the rest counted as duplicates
 
 Why two passes: keep-first de-duplication needs every earlier row of the file, and holding a
@@ -18,7 +18,7 @@ one segment in pass 1 and one range in pass 2, whatever the file's size.
 polars parses a segment into rows but cannot tell a missing trailing field from an empty one,
 nor where a row starts once a quoted field has held a line end: the line each row starts on
 in the file, and whether it has the header's number of fields (if not: ``ragged_row``), are
-counted from the segment's bytes (``shared.records``).
+counted from the segment's bytes (``shared.core.records``).
 
 Nothing here touches Azure: the caller hands in a ``Source`` and a folder to write to.
 """
@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from shared import dedup, lookup, records
-from shared.contract import Contract, normalise_header
-from shared.faults import FileRefused
-from shared.partials import SLOT, AggregatePartials, ColumnStats
-from shared.rules import ABSENT, INVALID_CODE, RAGGED_ROW, ColumnRules, cleaned_name, column_rules, dtype_of
-from shared.source import Source
+from shared.core import dedup, dictionary, records
+from shared.core.aggregates import SLOT, AggregatePartials, ColumnStats
+from shared.core.contract import Contract, normalise_header
+from shared.core.errors import FileRefused
+from shared.core.rules import ABSENT, INVALID_CODE, RAGGED_ROW, ColumnRules, cleaned_name, column_rules, dtype_of
+from shared.core.source import Source
 
 LINE = "_line"
 EXTRA = "__extra"
@@ -177,7 +177,7 @@ def run(
     zstd_level: int = 1,
     range_rows: int = RANGE_ROWS,
     spill_memory: int = SPILL_MEMORY,
-    dictionary_cap: int = lookup.DEFAULT_CAP,
+    dictionary_cap: int = dictionary.DEFAULT_CAP,
 ) -> Result:
     """Clean, reject, de-duplicate and aggregate ``source`` into Parquet files under ``out_dir``."""
     started = time.perf_counter()
@@ -261,7 +261,7 @@ class _Checked:
     lines: int  # physical lines: more than rows when quoted fields hold line ends
     valid: pl.DataFrame | None
     rejected: pl.DataFrame | None
-    dictionaries: dict[str, lookup.Dictionary]
+    dictionaries: dict[str, dictionary.Dictionary]
     counts: dict[str, int]
 
 
@@ -283,7 +283,7 @@ class _Plan:
         self.names = [c.name for c in contract.columns]
         self.dedup = list(contract.dedup_columns)
         self.dictionary_cap = dictionary_cap
-        self.dictionaries: dict[str, lookup.Dictionary] = {}
+        self.dictionaries: dict[str, dictionary.Dictionary] = {}
         self.chosen = False
         self._lock = threading.Lock()
         self.line = 2  # the header is line 1; a record's line is its number in the file
@@ -297,19 +297,19 @@ class _Plan:
     def choose_dictionaries(self, segment: bytes) -> None:
         """Which columns repeat enough to be cleaned per distinct text (from the first rows)."""
         self.chosen = True
-        sample = self._scan(segment, {}, n_rows=lookup.SAMPLE_ROWS).collect()
+        sample = self._scan(segment, {}, n_rows=dictionary.SAMPLE_ROWS).collect()
         used = {self.raw_of[c.name]: c for c in self.contract.columns if self.raw_of[c.name] != ABSENT}
         if not sample.height:
             return
         distinct = sample.select(pl.col(raw).n_unique() for raw in used).row(0)
         for (raw, col), n in zip(used.items(), distinct, strict=True):
-            if lookup.worth_it(n, sample.height):
-                self.dictionaries[col.name] = lookup.Dictionary(col, raw, SEED, self.dictionary_cap)
+            if dictionary.worth_it(n, sample.height):
+                self.dictionaries[col.name] = dictionary.Dictionary(col, raw, SEED, self.dictionary_cap)
 
-    def _active(self) -> dict[str, lookup.Dictionary]:
+    def _active(self) -> dict[str, dictionary.Dictionary]:
         return {name: d for name, d in self.dictionaries.items() if d.active}
 
-    def _scan(self, segment: bytes, dictionaries: dict[str, lookup.Dictionary], n_rows: int | None = None) -> pl.LazyFrame:
+    def _scan(self, segment: bytes, dictionaries: dict[str, dictionary.Dictionary], n_rows: int | None = None) -> pl.LazyFrame:
         schema: dict[str, Any] = dict.fromkeys([*self.raw_names, EXTRA], pl.String)
         for d in dictionaries.values():
             schema[d.raw] = d.dtype
@@ -335,7 +335,7 @@ class _Plan:
         by default the dictionaries' current ones): the same either way."""
         tables = tables if tables is not None else {n: d.table for n, d in self.dictionaries.items()}
         parts = [
-            pl.lit(tables[n]["hash"]).gather(slot[n]) if n in slot else lookup.value_hash(pl.col(n), SEED) for n in self.dedup
+            pl.lit(tables[n]["hash"]).gather(slot[n]) if n in slot else dictionary.value_hash(pl.col(n), SEED) for n in self.dedup
         ]
         # a linear combination with odd 64-bit multipliers (wrapping): each part is already a
         # well-mixed 64-bit hash, and this is 10% cheaper than hashing a struct of them
@@ -352,8 +352,8 @@ class _Plan:
         and an empty one alike, as null). When the segment's delimiters outside quotes add up to
         exactly that many fields, every row has exactly that many, so a row whose last column is
         null is short. When they do not (an empty last field, a field past the first surplus one,
-        or too much quoted to count cheaply), ``shared.records`` counts each row's fields. A
-        record spans lines only when a quoted field holds a line end; then ``shared.records``
+        or too much quoted to count cheaply), ``shared.core.records`` counts each row's fields. A
+        record spans lines only when a quoted field holds a line end; then ``shared.core.records``
         also finds the line each one starts on. Returns the columns and the segment's lines."""
         n = len(self.raw_names)
         extra, last = pl.col(EXTRA), pl.col(self.raw_names[-1])
@@ -555,7 +555,7 @@ class _Rejects:
             )
         )
 
-    def add(self, raw: pl.DataFrame, dictionaries: dict[str, lookup.Dictionary]) -> None:
+    def add(self, raw: pl.DataFrame, dictionaries: dict[str, dictionary.Dictionary]) -> None:
         as_text = raw.with_columns(pl.col(d.raw).cast(pl.String) for d in dictionaries.values())
         rows = self.explain(as_text.lazy()).collect()
         for reason, column, n in rows.group_by("reason", "column").len().iter_rows():

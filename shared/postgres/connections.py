@@ -23,8 +23,8 @@ from typing import Any
 
 import psycopg
 
-from shared import settings
-from shared.logs import redact
+from shared.app import settings
+from shared.app.logs import redact
 
 ENTRA_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 MAX_LIFETIME_SECONDS = 30 * 60

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from psycopg import Connection, errors, sql
 
-from shared import settings
-from shared.contract import Aggregate, Contract, GroupKey, Metric
+from shared.app import settings
+from shared.core.contract import Aggregate, Contract, GroupKey, Metric
 
 SOURCE_COL = "_source_blob"
 RUN_COL = "_run_id"

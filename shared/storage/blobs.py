@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from shared import settings
+from shared.app import settings
 
 DOWNLOAD_CHUNK = 8 * 1024 * 1024
 
@@ -212,7 +212,7 @@ class FolderStore:
         )
 
     def open_blocks(self, container: str, name: str) -> tuple[BlobInfo, Iterator[bytes]]:
-        from shared.source import file_blocks
+        from shared.core.source import file_blocks
 
         return self.info(container, name), file_blocks(self.path(container, name), DOWNLOAD_CHUNK)
 

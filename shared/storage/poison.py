@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from shared import layout, storage
+from shared.core import layout
+from shared.storage import blobs
 
 BLOB_TRIGGER_POISON = "webjobs-blobtrigger-poison"
 POISON_QUEUES = (f"{layout.LOAD_QUEUE}-poison", f"{layout.INGEST_QUEUE}-poison", BLOB_TRIGGER_POISON)
@@ -67,7 +68,7 @@ def peek(queues: Any, queue: str, limit: int = 32) -> list[PoisonMessage]:
 
 def _decode(content: str) -> str:
     try:
-        return storage.decode_message(content)
+        return blobs.decode_message(content)
     except ValueError:
         return content
 
@@ -87,7 +88,7 @@ def replay(queues: Any, queue: str, *, message_id: str | None = None) -> Iterato
                 continue  # stays invisible for a minute, then is back untouched
             body = _decode(msg.content)
             target, text = _destination(queue, body)
-            queues.get_queue_client(target).send_message(storage.encode_message(text))
+            queues.get_queue_client(target).send_message(blobs.encode_message(text))
             client.delete_message(msg.id, msg.pop_receipt)
             yield PoisonMessage(queue, msg.id, body, msg.inserted_on)
         if message_id:

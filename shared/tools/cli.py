@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared import settings
+from shared.app import settings
 
 
 def load_local_settings(path: Path | None = None) -> None:
@@ -37,7 +37,7 @@ def load_local_settings(path: Path | None = None) -> None:
 
 
 def _contracts() -> dict[str, Any]:
-    from shared.contract import load_contracts
+    from shared.core.contract import load_contracts
 
     return load_contracts(settings.contracts_dir())
 
@@ -80,7 +80,7 @@ class Progress:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from shared import samples
+    from shared.tools import samples
 
     generator = samples.GENERATORS.get(args.dataset)
     if generator is None:
@@ -96,8 +96,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from shared import ingest, layout, report
-    from shared.storage import FolderStore
+    from shared.app import ingest
+    from shared.core import layout, report
+    from shared.storage.blobs import FolderStore
 
     src = Path(args.file).resolve()
     store = FolderStore(Path(args.out))
@@ -114,8 +115,8 @@ def upload(path: Path, blob_name: str, store: Any | None = None) -> None:
     """Upload with a progress bar; the blob appears whole (committed at the end) or not at all."""
     from azure.storage.blob import BlobClient
 
-    from shared import layout
-    from shared.storage import BlobStore
+    from shared.core import layout
+    from shared.storage.blobs import BlobStore
 
     store = store or BlobStore()
     store.ensure_containers(layout.CONTAINERS)
@@ -145,7 +146,7 @@ def _host(workers: int, quiet: bool = False) -> Any:
 
     logging.getLogger().setLevel(logging.ERROR)  # azure.functions warns about HTTP auth levels at import
     import function_app
-    from shared.runner import LocalHost
+    from shared.tools.runner import LocalHost
 
     return LocalHost(function_app.app, workers=workers, on_event=(lambda _t: None) if quiet else (lambda t: print(t, flush=True)))
 
@@ -164,8 +165,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from shared import database, layout, samples
-    from shared.storage import BlobStore, QueueSender
+    from shared.core import layout
+    from shared.postgres import connections
+    from shared.storage.blobs import BlobStore, QueueSender
+    from shared.tools import samples
 
     print("== CSV pipeline demo: raw -> ingest -> curated Parquet -> load -> PostgreSQL")
     ensure_database()
@@ -188,7 +191,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     landed = time.monotonic()
     host.run(until_idle=True)
     took = time.monotonic() - landed
-    conn = database.connect()
+    conn = connections.connect()
     row = conn.execute(
         "SELECT status, run_id, rows_read, rows_valid, rows_rejected, rows_duplicate, groups, manifest "
         "FROM pipeline.ledger WHERE source_blob = %s ORDER BY updated_at DESC LIMIT 1",
@@ -231,14 +234,14 @@ def ensure_database() -> None:
     """Create the DSN's database when the server runs but the database does not exist yet."""
     import psycopg
 
-    from shared import database
+    from shared.postgres import connections
 
     dsn = settings.env("POSTGRES_DSN")
     if not dsn:
         return
     params = psycopg.conninfo.conninfo_to_dict(dsn)
     try:
-        database.connect().close()
+        connections.connect().close()
         return
     except psycopg.OperationalError as exc:
         if "does not exist" not in str(exc):
@@ -291,16 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", default=".data/samples")
     d.set_defaults(func=cmd_demo)
 
-    from shared import contract_tools, operations
+    from shared.tools import contract_commands, operations
 
-    contract_tools.register(sub)  # infer, check, report
+    contract_commands.register(sub)  # infer, check, report
     operations.register(sub)  # status, replay, backfill, forget
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     load_local_settings()
-    from shared import logs
+    from shared.app import logs
 
     logs.configure()
     args = build_parser().parse_args(argv)

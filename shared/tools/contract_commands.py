@@ -53,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    from shared import inference
-    from shared.faults import FileRefused
+    from shared.core.errors import FileRefused
+    from shared.tools import inference
 
     path = Path(args.file)
     if not path.is_file():
@@ -85,8 +85,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _contract(args: argparse.Namespace) -> Any:
-    from shared import settings
-    from shared.contract import load_contract, load_contracts
+    from shared.app import settings
+    from shared.core.contract import load_contract, load_contracts
 
     if args.contract:
         contract = load_contract(args.contract)
@@ -104,8 +104,8 @@ def _contract(args: argparse.Namespace) -> Any:
 def dry_run(path: Path, contract: Any, scratch: Path) -> dict[str, Any]:
     """Split and transform ``path`` under ``scratch``; return the run's manifest, as ingest
     would publish it (without uploading anything)."""
-    from shared import layout, manifest, source, transform
-    from shared.storage import BlobInfo
+    from shared.core import layout, manifest, source, transform
+    from shared.storage.blobs import BlobInfo
 
     name = f"{contract.dataset}/{path.name}"
     run_id = layout.new_run_id()
@@ -148,8 +148,8 @@ def rejected_rows(rejects: Path, limit: int) -> list[dict[str, Any]]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from shared import report
-    from shared.faults import FILE_REASONS, FileRefused
+    from shared.core import report
+    from shared.core.errors import FILE_REASONS, FileRefused
 
     path = Path(args.file)
     if not path.is_file():
@@ -185,7 +185,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def latest_run(store: Any, blob: str) -> dict[str, Any] | None:
     """The newest manifest (or, for a refused run, error report) of a raw blob."""
-    from shared import layout
+    from shared.core import layout
 
     name = blob.removeprefix(f"{layout.RAW}/")
     paths = layout.run_paths(name, "latest", layout.dataset_of(name))
@@ -203,18 +203,18 @@ def latest_run(store: Any, blob: str) -> dict[str, Any] | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from shared import report
+    from shared.core import report
 
     target = Path(args.target)
     if target.suffix == ".json" and target.is_file():
         doc = json.loads(target.read_text(encoding="utf-8"))
     else:
         if args.folder:
-            from shared.storage import FolderStore
+            from shared.storage.blobs import FolderStore
 
             store: Any = FolderStore(Path(args.folder))
         else:
-            from shared.storage import BlobStore
+            from shared.storage.blobs import BlobStore
 
             store = BlobStore()
         doc = latest_run(store, args.target)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import polars as pl
 
-from shared import source
-from shared.contract import DEFAULT_FALSE, DEFAULT_TRUE, load_contract, normalise_header
-from shared.faults import FileRefused
+from shared.core import source
+from shared.core.contract import DEFAULT_FALSE, DEFAULT_TRUE, load_contract, normalise_header
+from shared.core.errors import FileRefused
 
 SAMPLE_BYTES = 8 * 1024 * 1024
 SAMPLE_ROWS = 50_000

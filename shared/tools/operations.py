@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import layout, settings
+from shared.app import settings
+from shared.core import layout
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -74,15 +75,15 @@ def parse_time(text: str | None) -> datetime | None:
 
 
 def _connect() -> Any:
-    from shared import database, ledger
+    from shared.postgres import connections, ledger
 
-    conn = database.connect()
+    conn = connections.connect()
     ledger.ensure(conn, settings.ledger_schema())
     return conn
 
 
 def _contracts() -> dict[str, Any]:
-    from shared.contract import load_contracts
+    from shared.core.contract import load_contracts
 
     return load_contracts(settings.contracts_dir())
 
@@ -108,7 +109,9 @@ def collect_status(conn: Any, queues: Any, store: Any, *, since: timedelta, data
     """Everything ``status`` shows, as data."""
     from psycopg import sql
 
-    from shared import ledger, poison, reprocess
+    from shared.app import reprocess
+    from shared.postgres import ledger
+    from shared.storage import poison
 
     schema = settings.ledger_schema()
     t = ledger.table(schema)
@@ -174,7 +177,7 @@ def collect_status(conn: Any, queues: Any, store: Any, *, since: timedelta, data
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from shared.storage import BlobStore, queue_service
+    from shared.storage.blobs import BlobStore, queue_service
 
     conn = _connect()
     status = collect_status(
@@ -239,7 +242,7 @@ def replay_targets(args: argparse.Namespace, store: Any, conn: Any | None) -> li
                 out.append((info.name, "replay"))
         return out
     if args.failed:
-        from shared import ledger
+        from shared.postgres import ledger
 
         rows = ledger.all_rows(conn, settings.ledger_schema())
         return sorted({(r["source_blob"], "replay_failed") for r in rows if r["status"] == ledger.FAILED})
@@ -247,8 +250,8 @@ def replay_targets(args: argparse.Namespace, store: Any, conn: Any | None) -> li
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from shared import poison
-    from shared.storage import BlobStore, QueueSender, queue_service
+    from shared.storage import poison
+    from shared.storage.blobs import BlobStore, QueueSender, queue_service
 
     if args.poison:
         queues = queue_service()
@@ -281,8 +284,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from shared.cli import Progress
-    from shared.storage import BlobStore, QueueSender
+    from shared.storage.blobs import BlobStore, QueueSender
+    from shared.tools.cli import Progress
 
     store = BlobStore()
     blobs = [b.name for b in store.list(layout.RAW, args.prefix) if layout.accepted(b.name)]
@@ -311,11 +314,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def backfill_here(store: Any, blobs: list[str], concurrency: int, advance: Any) -> dict[str, str]:
     """Ingest and load each blob in this process, ``concurrency`` at a time."""
-    from shared import database, ingest
-    from shared.load import Loader
+    from shared.app import ingest
+    from shared.app.load import Loader
+    from shared.postgres import connections
 
     contracts = _contracts()
-    cache = database.ConnectionCache()
+    cache = connections.ConnectionCache()
     loader = Loader(cache.get, store, contracts, settings.ledger_schema())
 
     def one(name: str) -> str:
@@ -338,8 +342,8 @@ def backfill_here(store: Any, blobs: list[str], concurrency: int, advance: Any) 
 def cmd_forget(args: argparse.Namespace) -> int:
     from azure.core.exceptions import ResourceNotFoundError
 
-    from shared.load import remove_source
-    from shared.storage import BlobStore
+    from shared.app.load import remove_source
+    from shared.storage.blobs import BlobStore
 
     try:
         BlobStore().info(layout.RAW, args.blob)

@@ -41,8 +41,9 @@ from azure.functions.meta import Datum
 from azure.functions.queue import QueueMessageInConverter
 from azure.functions.timer import TimerRequestConverter
 
-from shared import settings, storage
-from shared.faults import is_transient
+from shared.app import settings
+from shared.core.errors import is_transient
+from shared.storage import blobs
 
 log = logging.getLogger("pipeline.runner")
 
@@ -162,7 +163,7 @@ class LocalHost:
 
     def services(self, connection: str) -> tuple[Any, Any]:
         if connection not in self._services:
-            self._services[connection] = (storage.blob_service(connection), storage.queue_service(connection))
+            self._services[connection] = (blobs.blob_service(connection), blobs.queue_service(connection))
         return self._services[connection]
 
     def prepare(self) -> None:
@@ -350,7 +351,7 @@ class LocalHost:
                     {"FunctionId": spec.name, "BlobType": "BlockBlob", "ContainerName": container, "BlobName": name, "ETag": etag}
                 )
                 self.services(spec.trigger["connection"])[1].get_queue_client(BLOB_POISON_QUEUE).send_message(
-                    storage.encode_message(poison)
+                    blobs.encode_message(poison)
                 )
                 self._write_receipt(spec, name, etag)
                 self.stats.poisoned += 1
@@ -378,7 +379,7 @@ class LocalHost:
 
     def _invoke_queue(self, spec: FunctionSpec, queue: Any, msg: Any) -> None:
         try:
-            body = storage.decode_message(msg.content).encode("utf-8")
+            body = blobs.decode_message(msg.content).encode("utf-8")
         except Exception:  # noqa: BLE001 - the host fails such a message the same way
             body = None
         label = f"{spec.trigger['queueName']} #{msg.dequeue_count}"
@@ -447,7 +448,7 @@ class LocalHost:
             queue = self.services(binding["connection"])[1].get_queue_client(binding["queueName"])
             for item in value if isinstance(value, list) else [value]:
                 text = item.decode("utf-8") if isinstance(item, bytes) else str(item)
-                queue.send_message(storage.encode_message(text))
+                queue.send_message(blobs.encode_message(text))
         self.on_event(f"  {spec.name}: {label} done in {time.perf_counter() - started:.2f} s")
         return True
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from tests.azurite import AZURITE, Azurite, free_port, wait_for_port
+from shared.tools.azurite import AZURITE, Azurite, free_port, wait_for_port
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
 

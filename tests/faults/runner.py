@@ -45,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
 
         impatient_storage(args.storage_retries, args.storage_backoff)
 
-    from shared import logs
+    from shared.app import logs
 
     logs.configure()
     logging.getLogger().setLevel(logging.ERROR)
     import function_app
-    from shared.runner import LocalHost
+    from shared.tools.runner import LocalHost
 
     seconds = int(args.retry_after)
     host = LocalHost(

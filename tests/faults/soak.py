@@ -344,7 +344,8 @@ class Soak:
         self.report.fault_log.append((self.elapsed(), kind, detail))
 
     def duplicate_delivery(self) -> str:
-        from shared import manifest, storage
+        from shared.core import manifest
+        from shared.storage import blobs
 
         manifests = harness.names(self.blobs, "curated", f"{harness.DATASET}/manifests/")
         for name in self.pick.sample(manifests, len(manifests)):
@@ -352,7 +353,7 @@ class Soak:
                 doc = json.loads(self.blobs.get_blob_client("curated", name).download_blob().readall())
             except Exception:  # noqa: BLE001 - pruned since it was listed: try another
                 continue
-            text = storage.encode_message(manifest.load_request(doc))
+            text = blobs.encode_message(manifest.load_request(doc))
             self.queues.get_queue_client("load-requests").send_message(text)
             return f"{doc['source']['blob']} run {doc['run_id']}"
         return "skipped: nothing published yet"
@@ -384,7 +385,7 @@ class Soak:
     def drain(self) -> None:
         """Wait until every current version has its outcome and no message is left; replay what
         a fault parked in a poison queue (its cause, the outage, is over by now)."""
-        from shared import poison
+        from shared.storage import poison
 
         deadline = time.monotonic() + self.c.drain_seconds
         while True:
