@@ -102,7 +102,8 @@ def bench(rows: int, repeat: int, *, seed: int = common.DEFAULT_SEED, settle: fl
     from azure.storage.queue import QueueServiceClient
 
     from shared.core import layout
-    from shared.storage.blobs import BlobStore, QueueSender
+    from shared.storage.blobs import BlobStore
+    from shared.storage.queues import QueueSender
 
     big = common.dataset(rows, seed)
     small = common.dataset(WARMUP_ROWS, seed)

@@ -70,8 +70,9 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
     from shared.app.load import Loader, copy_rows
     from shared.core import layout, manifest
     from shared.core.contract import load_contracts
+    from shared.core.layout import BlobInfo
     from shared.postgres import warehouse
-    from shared.storage.blobs import BlobInfo, FolderStore
+    from shared.storage.blobs import FolderStore
 
     contracts = load_contracts(settings.contracts_dir())
     contract = contracts["bank_transactions"]

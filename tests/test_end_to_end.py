@@ -163,7 +163,7 @@ def test_the_same_file_twice_never_counts_twice(services, tmp_path):
     manifest_name = names(azurite, "curated", f"{DATASET}/manifests/")[-1]
     body = blobs(azurite).get_blob_client("curated", manifest_name).download_blob().readall().decode()
     from shared.core import manifest as manifest_mod
-    from shared.storage.blobs import QueueSender
+    from shared.storage.queues import QueueSender
 
     QueueSender().send("load-requests", manifest_mod.load_request(json.loads(body)))
     run_host()

@@ -392,7 +392,7 @@ def test_fifty_files_dropped_at_once_are_all_loaded_by_parallel_workers_with_exa
 def test_a_load_poisoned_by_a_postgres_outage_is_replayed_after_the_restart_and_loads_once(
     storage_clean, db, load_outcomes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    from shared.storage.blobs import QueueSender
+    from shared.storage.queues import QueueSender
     from shared.tools import cli
 
     service = harness.blob_service(storage_clean.connection_string)

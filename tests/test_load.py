@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 
-from shared.app import ingest
+from shared.app import ingest, settings
 from shared.app.load import Loader
 from shared.core.contract import load_contracts
 from shared.postgres import connections
@@ -22,7 +22,7 @@ HEADER = b"Date,Domain,Location,Value,Transaction_count\n"
 def make(tmp_path: Path, dsn: str) -> tuple[FolderStore, Loader]:
     store = FolderStore(tmp_path / "store")
     cache = connections.ConnectionCache(lambda: psycopg.connect(dsn, autocommit=True))
-    return store, Loader(cache.get, store, CONTRACTS)
+    return store, Loader(cache.get, store, CONTRACTS, reader_role=settings.reader_role())
 
 
 def drop(store: FolderStore, name: str, data: bytes, age: timedelta = timedelta(0)) -> dict:

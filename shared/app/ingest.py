@@ -27,7 +27,8 @@ from shared.app import settings, telemetry
 from shared.core import layout, manifest, report, source, transform
 from shared.core.contract import Contract
 from shared.core.errors import FileRefused
-from shared.storage.blobs import BlobInfo, Store
+from shared.core.layout import BlobInfo
+from shared.storage.blobs import Store
 
 log = logging.getLogger("pipeline.ingest")
 

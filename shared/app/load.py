@@ -28,10 +28,12 @@ import polars as pl
 from psycopg import Connection, sql
 
 from shared.app import telemetry
+from shared.app.retries import is_transient
 from shared.core import layout
 from shared.core.contract import Contract
-from shared.core.errors import PipelineError, is_permanent_database_error, is_transient
+from shared.core.errors import PipelineError
 from shared.postgres import copy_binary, ledger, warehouse
+from shared.postgres.errors import is_permanent_database_error
 from shared.storage.blobs import Store
 
 log = logging.getLogger("pipeline.load")
@@ -51,12 +53,18 @@ class Loader:
     """Loads manifests with one cached connection; DDL is applied once per contract version."""
 
     def __init__(
-        self, conn_factory: Any, store: Store, contracts: Mapping[str, Contract], ledger_schema: str = "pipeline"
+        self,
+        conn_factory: Any,
+        store: Store,
+        contracts: Mapping[str, Contract],
+        ledger_schema: str = "pipeline",
+        reader_role: str | None = None,
     ) -> None:
         self.conn_factory = conn_factory
         self.store = store
         self.contracts = contracts
         self.schema = ledger_schema
+        self.reader_role = reader_role
         self._ready: set[tuple[str, int]] = set()
         self._ledger_ready = False
 
@@ -65,7 +73,7 @@ class Loader:
             ledger.ensure(conn, self.schema)
             self._ledger_ready = True
         if contract is not None and (contract.dataset, contract.version) not in self._ready:
-            warehouse.ensure(conn, contract, self.schema)
+            warehouse.ensure(conn, contract, self.schema, self.reader_role)
             self._ready.add((contract.dataset, contract.version))
 
     def load(self, request: dict[str, Any]) -> Outcome:

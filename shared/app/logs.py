@@ -10,16 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from datetime import UTC, datetime
 
-
-def redact(dsn: str) -> str:
-    """A DSN or URL with its password replaced, safe to log."""
-    dsn = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
-    return re.sub(r"(://[^:/@\s]+:)([^@\s]+)(@)", r"\1***\3", dsn)
-
+from shared.core.redaction import redact
 
 CONTEXT_FIELDS = (
     "run_id", "dataset", "source_blob", "status", "timings", "seconds", "error_code",

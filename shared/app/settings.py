@@ -1,8 +1,11 @@
-"""Configuration from app settings and environment variables only.
+"""Configuration from app settings and environment variables, read here and passed inward.
 
 Locally these come from ``local.settings.json`` (``func start``) or the shell (the runner and
 the CLI); in Azure from the Function App's app settings, which ``infra/`` sets. Every name
 the code reads is listed in ``SETTINGS`` so that a test can check that the Bicep sets them.
+The pure core never reads a setting: the app resolves each one here and hands the value in.
+The two edges read their own connection settings (``shared.storage.accounts``,
+``shared.postgres.connections``), as the Functions host resolves a binding's connection.
 """
 
 from __future__ import annotations
@@ -13,11 +16,6 @@ from functools import cache
 from pathlib import Path
 
 APP_ROOT = Path(__file__).resolve().parents[2]
-
-DATA_CONNECTION = "DataStorage"
-"""The connection setting (prefix) of the data account: ``raw``, ``curated``, ``quarantine``
-and the queues. Locally ``DataStorage=UseDevelopmentStorage=true``; in Azure the identity-based
-``DataStorage__blobServiceUri``, ``__queueServiceUri``, ``__credential`` and ``__clientId``."""
 
 SETTINGS = {
     "DataStorage": "data account connection (a connection string, or the __serviceUri family)",

@@ -43,7 +43,7 @@ def _connections() -> Any:
 def _loader() -> Any:
     from shared.app.load import Loader
 
-    return Loader(_connections().get, _store(), CONTRACTS, settings.ledger_schema())
+    return Loader(_connections().get, _store(), CONTRACTS, settings.ledger_schema(), settings.reader_role())
 
 
 def ingest_blob(client: Any) -> str:
@@ -108,7 +108,7 @@ def nightly(past_due: bool = False) -> list[str]:
         retention=timedelta(days=settings.raw_retention_days()),
     )
     from shared.storage import poison
-    from shared.storage.blobs import queue_service
+    from shared.storage.accounts import queue_service
 
     parked = poison.counts(queue_service())
     log.info(

@@ -1,16 +1,19 @@
-"""What can go wrong, with stable codes, and which failures are worth retrying.
+"""What can go wrong, with stable codes a person, an alert and the ledger can key on.
 
 Azure delivers blob events and queue messages at least once and retries a failed function a
 fixed number of times. A failure therefore has to say which kind it is:
 
 * **transient** (a connection dropped, a server restarting, a lock timeout, a storage 5xx):
-  raise, so that the trigger retries later;
+  raise, so that the trigger retries later (``TransientError``, and the storage and PostgreSQL
+  errors that ``shared.app.retries`` classifies);
 * **permanent** (the file is not CSV, a column is missing, a value PostgreSQL refuses):
   quarantine the input, record the outcome in the ledger and acknowledge, so that nothing
-  retries forever.
+  retries forever (``FileRefused`` and every other ``PipelineError``).
 """
 
 from __future__ import annotations
+
+__all__ = ["FILE_REASONS", "FileRefused", "PipelineError", "TransientError"]
 
 # Whole-file refusals. Stable: the ledger, reports and alerts key on them.
 FILE_REASONS = {
@@ -43,52 +46,3 @@ class FileRefused(PipelineError):
 
 class TransientError(PipelineError):
     """Worth retrying: raised so that the trigger delivers the message again."""
-
-
-# SQLSTATE classes and codes worth a retry: connection exceptions, serialization failures,
-# deadlocks, admin shutdown and restarts, too many connections, out of resources.
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P")
-_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57014"}
-# Data and integrity errors: retrying the same bytes cannot succeed.
-_PERMANENT_SQLSTATE_PREFIXES = ("22", "23")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when retrying the same work later may succeed."""
-    if isinstance(exc, TransientError):
-        return True
-    if isinstance(exc, PipelineError):
-        return False
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate:
-        if sqlstate.startswith(_PERMANENT_SQLSTATE_PREFIXES):
-            return False
-        return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
-    try:
-        import psycopg
-
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-            return True  # connection lost or refused: no SQLSTATE reached us
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        pass
-    try:
-        from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
-
-        if isinstance(exc, ServiceRequestError | ServiceResponseError):
-            return True
-        if isinstance(exc, HttpResponseError):
-            status = exc.status_code or 0
-            return status >= 500 or status in (408, 429)
-    except ImportError:  # pragma: no cover - azure-core is a dependency
-        pass
-    return isinstance(exc, TimeoutError | ConnectionError)
-
-
-def is_permanent_database_error(exc: BaseException) -> bool:
-    """Data and integrity errors, from the server (SQLSTATE 22, 23) or psycopg's own checks."""
-    sqlstate = getattr(exc, "sqlstate", None) or ""
-    if sqlstate:
-        return sqlstate.startswith(_PERMANENT_SQLSTATE_PREFIXES)
-    import psycopg
-
-    return isinstance(exc, psycopg.DataError | psycopg.IntegrityError)

@@ -25,6 +25,31 @@ CONTAINERS = (RAW, CURATED, QUARANTINE)
 LOAD_QUEUE = "load-requests"
 INGEST_QUEUE = "ingest-requests"
 QUEUES = (LOAD_QUEUE, INGEST_QUEUE)
+BLOB_TRIGGER_POISON = "webjobs-blobtrigger-poison"
+"""Where the host reports a blob whose trigger failed ``maxDequeueCount`` times."""
+
+
+def poison_queue(queue: str) -> str:
+    """Where the host moves a message of ``queue`` after ``maxDequeueCount`` failed deliveries."""
+    return f"{queue}-poison"
+
+
+POISON_QUEUES = (poison_queue(LOAD_QUEUE), poison_queue(INGEST_QUEUE), BLOB_TRIGGER_POISON)
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """A blob version. The ETag is kept without quotes: listing and properties disagree on them."""
+
+    container: str
+    name: str
+    etag: str
+    last_modified: datetime
+    size: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "etag", self.etag.strip('"'))
+
 
 ACCEPTED_SUFFIXES = (".csv", ".csv.gz")
 UNKNOWN_DATASET = "_unknown"

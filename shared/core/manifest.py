@@ -11,8 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.core.layout import RunPaths
-from shared.storage.blobs import BlobInfo
+from shared.core.layout import BlobInfo, RunPaths
 
 if TYPE_CHECKING:
     from shared.core.source import Source

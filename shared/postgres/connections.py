@@ -14,17 +14,17 @@ replaced before its token could matter. A connection is never shared between thr
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import psycopg
 
-from shared.app import settings
-from shared.app.logs import redact
+from shared.core.redaction import redact
 
 ENTRA_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 MAX_LIFETIME_SECONDS = 30 * 60
@@ -58,8 +58,12 @@ def _secret_dsn(uri: str, credential: Any = None, client_factory: Callable[..., 
     return str(secret.value)
 
 
-def _default_credential() -> Any:
-    return _credential_for(settings.env("AZURE_CLIENT_ID"))
+def _setting(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    return env.get(name) or default
+
+
+def _default_credential(env: Mapping[str, str] | None = None) -> Any:
+    return _credential_for(_setting(os.environ if env is None else env, "AZURE_CLIENT_ID"))
 
 
 @cache
@@ -71,22 +75,26 @@ def _credential_for(client_id: str | None) -> Any:
     return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
 
 
-def plan(credential: Any = None, secret_client_factory: Callable[..., Any] | None = None) -> ConnectionPlan:
-    """Decide how to connect from the app settings."""
-    dsn = settings.env("POSTGRES_DSN")
+def plan(
+    credential: Any = None, secret_client_factory: Callable[..., Any] | None = None, env: Mapping[str, str] | None = None
+) -> ConnectionPlan:
+    """Decide how to connect from the app settings (``env``: the environment by default; like the
+    storage connections, these are read at the edge that uses them)."""
+    env = os.environ if env is None else env
+    dsn = _setting(env, "POSTGRES_DSN")
     if dsn:
         return ConnectionPlan(dsn, describe=redact(dsn))
-    secret_uri = settings.env("POSTGRES_DSN_SECRET_URI")
+    secret_uri = _setting(env, "POSTGRES_DSN_SECRET_URI")
     if secret_uri:
-        dsn = _secret_dsn(secret_uri, credential, secret_client_factory)
+        dsn = _secret_dsn(secret_uri, credential or _default_credential(env), secret_client_factory)
         return ConnectionPlan(dsn, describe=f"Key Vault secret {secret_uri}: {redact(dsn)}")
-    host = settings.env("POSTGRES_HOST")
+    host = _setting(env, "POSTGRES_HOST")
     if host:
-        user = settings.env("POSTGRES_USER")
+        user = _setting(env, "POSTGRES_USER")
         if not user:
             raise RuntimeError("POSTGRES_USER must name the role mapped to the managed identity")
-        database = settings.env("POSTGRES_DATABASE", "postgres")
-        cred = credential or _default_credential()
+        database = _setting(env, "POSTGRES_DATABASE", "postgres")
+        cred = credential or _default_credential(env)
         conninfo = psycopg.conninfo.make_conninfo(host=host, dbname=database, user=user, sslmode="require")
         return ConnectionPlan(
             conninfo, password=lambda: cred.get_token(ENTRA_SCOPE).token, describe=f"{user}@{host}/{database} (Entra token)"

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from psycopg import Connection, errors, sql
 
-from shared.app import settings
 from shared.core.contract import Aggregate, Contract, GroupKey, Metric
 
 SOURCE_COL = "_source_blob"
@@ -208,7 +207,7 @@ def ensure(conn: Connection, contract: Contract, ledger_schema: str, reader_role
     lookup and views that others built on ours are left alone."""
     ddl = statements(contract)
     views = [(agg, _view(contract, agg)) for agg in contract.aggregates]
-    access = grants(contract, reader_role if reader_role is not None else settings.reader_role())
+    access = grants(contract, reader_role)
     text = ";".join(s.as_string(conn) for s in [*ddl, *access]) + ";".join(v.as_string(conn) for _, v in views)
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
     registry = sql.Identifier(ledger_schema, "warehouse_ddl")

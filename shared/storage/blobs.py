@@ -1,39 +1,26 @@
-"""Blob and queue I/O at the edge: the data account in Azure or Azurite, or a local folder.
+"""Blobs at the edge: the data account in Azure or Azurite, or a local folder, behind one ``Store``.
 
 ``BlobStore`` talks to a storage account through the same connection setting the bindings
-use (a connection string locally, identity-based ``__serviceUri``/``__credential``/
-``__clientId`` settings in Azure). ``FolderStore`` implements the same calls on a local
+use (``shared.storage.accounts``). ``FolderStore`` implements the same calls on a local
 folder, so that the CLI can process a file with the very same code path and no Azure at all.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from shared.app import settings
+from shared.core.layout import BlobInfo
+from shared.core.source import file_blocks
+from shared.storage import accounts
+
+__all__ = ["BlobInfo", "BlobStore", "FolderStore", "Store", "open_client"]
 
 DOWNLOAD_CHUNK = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class BlobInfo:
-    """A blob version. The ETag is kept without quotes: listing and properties disagree on them."""
-
-    container: str
-    name: str
-    etag: str
-    last_modified: datetime
-    size: int
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "etag", self.etag.strip('"'))
 
 
 class Store(Protocol):
@@ -46,52 +33,6 @@ class Store(Protocol):
     def list(self, container: str, prefix: str = "") -> Iterator[BlobInfo]: ...
     def delete(self, container: str, name: str) -> None: ...
     def copy(self, src: tuple[str, str], dst: tuple[str, str]) -> None: ...
-
-
-# --- Azure / Azurite --------------------------------------------------------------------------
-
-
-def _credential(connection: str) -> Any:
-    """The identity of an identity-based connection, as the Functions host resolves it."""
-    kind = settings.env(f"{connection}__credential")
-    client_id = settings.env(f"{connection}__clientId")
-    if kind == "managedidentity":
-        from azure.identity import ManagedIdentityCredential
-
-        return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
-
-
-def _service_uri(connection: str, service: str) -> str | None:
-    return settings.env(f"{connection}__{service}ServiceUri") or (
-        settings.env(f"{connection}__serviceUri") if service == "blob" else None
-    )
-
-
-def blob_service(connection: str = settings.DATA_CONNECTION) -> Any:
-    from azure.storage.blob import BlobServiceClient
-
-    conn_str = settings.env(connection)
-    if conn_str:
-        return BlobServiceClient.from_connection_string(conn_str)
-    uri = _service_uri(connection, "blob")
-    if not uri:
-        raise RuntimeError(f"app setting {connection} (or {connection}__blobServiceUri) is not set")
-    return BlobServiceClient(account_url=uri, credential=_credential(connection))
-
-
-def queue_service(connection: str = settings.DATA_CONNECTION) -> Any:
-    from azure.storage.queue import QueueServiceClient
-
-    conn_str = settings.env(connection)
-    if conn_str:
-        return QueueServiceClient.from_connection_string(conn_str)
-    uri = _service_uri(connection, "queue")
-    if not uri:
-        raise RuntimeError(f"app setting {connection} (or {connection}__queueServiceUri) is not set")
-    return QueueServiceClient(account_url=uri, credential=_credential(connection))
 
 
 def open_client(client: Any) -> tuple[BlobInfo, Iterator[bytes]]:
@@ -109,7 +50,7 @@ def open_client(client: Any) -> tuple[BlobInfo, Iterator[bytes]]:
 
 class BlobStore:
     def __init__(self, service: Any | None = None) -> None:
-        self.service = service or blob_service()
+        self.service = service or accounts.blob_service()
 
     def _blob(self, container: str, name: str) -> Any:
         return self.service.get_blob_client(container, name)
@@ -212,8 +153,6 @@ class FolderStore:
         )
 
     def open_blocks(self, container: str, name: str) -> tuple[BlobInfo, Iterator[bytes]]:
-        from shared.core.source import file_blocks
-
         return self.info(container, name), file_blocks(self.path(container, name), DOWNLOAD_CHUNK)
 
     def upload_file(self, container: str, name: str, path: Path, content_type: str = "") -> None:
@@ -250,39 +189,3 @@ class FolderStore:
 
     def copy(self, src: tuple[str, str], dst: tuple[str, str]) -> None:
         self.upload_file(*dst, self.path(*src))
-
-
-# --- queues -----------------------------------------------------------------------------------
-
-
-def encode_message(text: str) -> str:
-    """Encode a queue message body the way the Functions host expects (host.json)."""
-    if settings.message_encoding() == "base64":
-        return base64.b64encode(text.encode("utf-8")).decode("ascii")
-    return text
-
-
-def decode_message(body: str) -> str:
-    if settings.message_encoding() == "base64":
-        return base64.b64decode(body).decode("utf-8")
-    return body
-
-
-class QueueSender:
-    """Sends messages the way a queue output binding would, for code outside a binding."""
-
-    def __init__(self, service: Any | None = None) -> None:
-        self.service = service or queue_service()
-
-    def send(self, queue: str, text: str, visibility_timeout: int | None = None) -> None:
-        self.service.get_queue_client(queue).send_message(encode_message(text), visibility_timeout=visibility_timeout)
-
-    def ensure_queues(self, names: tuple[str, ...]) -> None:
-        from azure.core.exceptions import ResourceExistsError
-
-        for name in names:
-            for queue in (name, f"{name}-poison"):
-                try:
-                    self.service.create_queue(queue)
-                except ResourceExistsError:
-                    pass

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.core import layout
-from shared.storage import blobs
+from shared.core.layout import BLOB_TRIGGER_POISON, POISON_QUEUES
+from shared.storage.queues import decode_message, encode_message
 
-BLOB_TRIGGER_POISON = "webjobs-blobtrigger-poison"
-POISON_QUEUES = (f"{layout.LOAD_QUEUE}-poison", f"{layout.INGEST_QUEUE}-poison", BLOB_TRIGGER_POISON)
+__all__ = ["BLOB_TRIGGER_POISON", "POISON_QUEUES", "PoisonMessage", "counts", "peek", "replay"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def counts(queues: Any) -> dict[str, int]:
     return out
 
 
-def peek(queues: Any, queue: str, limit: int = 32) -> list[PoisonMessage]:
+def peek(queues: Any, queue: str, limit: int = 32, *, encoding: str = "base64") -> list[PoisonMessage]:
     """Look without taking: up to 32 messages (the service's peek limit)."""
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -63,17 +63,17 @@ def peek(queues: Any, queue: str, limit: int = 32) -> list[PoisonMessage]:
         msgs = queues.get_queue_client(queue).peek_messages(max_messages=min(limit, 32))
     except ResourceNotFoundError:
         return []
-    return [PoisonMessage(queue, m.id, _decode(m.content), m.inserted_on) for m in msgs]
+    return [PoisonMessage(queue, m.id, _decode(m.content, encoding), m.inserted_on) for m in msgs]
 
 
-def _decode(content: str) -> str:
+def _decode(content: str, encoding: str) -> str:
     try:
-        return blobs.decode_message(content)
+        return decode_message(content, encoding)
     except ValueError:
         return content
 
 
-def replay(queues: Any, queue: str, *, message_id: str | None = None) -> Iterator[PoisonMessage]:
+def replay(queues: Any, queue: str, *, message_id: str | None = None, encoding: str = "base64") -> Iterator[PoisonMessage]:
     """Move poison messages back to where they came from (all, or one by id).
 
     A load or ingest request goes back to its queue unchanged. A blob-trigger poison entry
@@ -86,9 +86,9 @@ def replay(queues: Any, queue: str, *, message_id: str | None = None) -> Iterato
         for msg in batch:
             if message_id and msg.id != message_id:
                 continue  # stays invisible for a minute, then is back untouched
-            body = _decode(msg.content)
+            body = _decode(msg.content, encoding)
             target, text = _destination(queue, body)
-            queues.get_queue_client(target).send_message(blobs.encode_message(text))
+            queues.get_queue_client(target).send_message(encode_message(text, encoding))
             client.delete_message(msg.id, msg.pop_receipt)
             yield PoisonMessage(queue, msg.id, body, msg.inserted_on)
         if message_id:

@@ -167,7 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from shared.core import layout
     from shared.postgres import connections
-    from shared.storage.blobs import BlobStore, QueueSender
+    from shared.storage.blobs import BlobStore
+    from shared.storage.queues import QueueSender
     from shared.tools import samples
 
     print("== CSV pipeline demo: raw -> ingest -> curated Parquet -> load -> PostgreSQL")
@@ -182,7 +183,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     store = BlobStore()
     store.ensure_containers(layout.CONTAINERS)
-    QueueSender().ensure_queues(layout.QUEUES)
+    QueueSender(encoding=settings.message_encoding()).ensure_queues(layout.QUEUES)
     host = _host(args.workers, quiet=False)
     host.prepare()
     host.run(until_idle=True)  # settle anything left from an earlier demo first

@@ -105,7 +105,7 @@ def dry_run(path: Path, contract: Any, scratch: Path) -> dict[str, Any]:
     """Split and transform ``path`` under ``scratch``; return the run's manifest, as ingest
     would publish it (without uploading anything)."""
     from shared.core import layout, manifest, source, transform
-    from shared.storage.blobs import BlobInfo
+    from shared.core.layout import BlobInfo
 
     name = f"{contract.dataset}/{path.name}"
     run_id = layout.new_run_id()

@@ -177,7 +177,8 @@ def collect_status(conn: Any, queues: Any, store: Any, *, since: timedelta, data
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from shared.storage.blobs import BlobStore, queue_service
+    from shared.storage.accounts import queue_service
+    from shared.storage.blobs import BlobStore
 
     conn = _connect()
     status = collect_status(
@@ -251,7 +252,9 @@ def replay_targets(args: argparse.Namespace, store: Any, conn: Any | None) -> li
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from shared.storage import poison
-    from shared.storage.blobs import BlobStore, QueueSender, queue_service
+    from shared.storage.accounts import queue_service
+    from shared.storage.blobs import BlobStore
+    from shared.storage.queues import QueueSender
 
     if args.poison:
         queues = queue_service()
@@ -271,7 +274,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 0
     conn = _connect() if args.failed else None
     targets = replay_targets(args, BlobStore(), conn)
-    sender = None if args.dry_run else QueueSender()
+    sender = None if args.dry_run else QueueSender(encoding=settings.message_encoding())
     for blob, reason in targets:
         if sender:
             sender.send(layout.INGEST_QUEUE, request(blob, reason))
@@ -284,7 +287,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from shared.storage.blobs import BlobStore, QueueSender
+    from shared.storage.blobs import BlobStore
+    from shared.storage.queues import QueueSender
     from shared.tools.cli import Progress
 
     store = BlobStore()
@@ -294,7 +298,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return 0
     bar = Progress("backfill", len(blobs), " files")
     if args.queue:
-        sender = QueueSender()
+        sender = QueueSender(encoding=settings.message_encoding())
         for name in blobs:
             sender.send(layout.INGEST_QUEUE, request(name, "backfill", force=False))
             bar.advance()
@@ -320,7 +324,7 @@ def backfill_here(store: Any, blobs: list[str], concurrency: int, advance: Any) 
 
     contracts = _contracts()
     cache = connections.ConnectionCache()
-    loader = Loader(cache.get, store, contracts, settings.ledger_schema())
+    loader = Loader(cache.get, store, contracts, settings.ledger_schema(), settings.reader_role())
 
     def one(name: str) -> str:
         try:

@@ -42,13 +42,13 @@ from azure.functions.queue import QueueMessageInConverter
 from azure.functions.timer import TimerRequestConverter
 
 from shared.app import settings
-from shared.core.errors import is_transient
-from shared.storage import blobs
+from shared.app.retries import is_transient
+from shared.core.layout import BLOB_TRIGGER_POISON
+from shared.storage import accounts, queues
 
 log = logging.getLogger("pipeline.runner")
 
 RECEIPTS_CONTAINER = "azure-webjobs-hosts"
-BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"
 PROCESSING_VISIBILITY = timedelta(minutes=5)
 """How long a received message stays invisible while a function works on it (the host renews
 its lease as long as the function runs; the runner takes one long lease). If the runner dies,
@@ -163,7 +163,7 @@ class LocalHost:
 
     def services(self, connection: str) -> tuple[Any, Any]:
         if connection not in self._services:
-            self._services[connection] = (blobs.blob_service(connection), blobs.queue_service(connection))
+            self._services[connection] = (accounts.blob_service(connection), accounts.queue_service(connection))
         return self._services[connection]
 
     def prepare(self) -> None:
@@ -176,7 +176,7 @@ class LocalHost:
             if spec.kind == "blobTrigger":
                 container, _ = path_pattern(spec.trigger["path"])
                 names = [container, RECEIPTS_CONTAINER]
-                for queue in (BLOB_POISON_QUEUE,):
+                for queue in (BLOB_TRIGGER_POISON,):
                     _create(queues.create_queue, queue)
             elif spec.kind == "queueTrigger":
                 for queue in (spec.trigger["queueName"], spec.trigger["queueName"] + "-poison"):
@@ -350,12 +350,12 @@ class LocalHost:
                 poison = json.dumps(
                     {"FunctionId": spec.name, "BlobType": "BlockBlob", "ContainerName": container, "BlobName": name, "ETag": etag}
                 )
-                self.services(spec.trigger["connection"])[1].get_queue_client(BLOB_POISON_QUEUE).send_message(
-                    blobs.encode_message(poison)
+                self.services(spec.trigger["connection"])[1].get_queue_client(BLOB_TRIGGER_POISON).send_message(
+                    queues.encode_message(poison, settings.message_encoding())
                 )
                 self._write_receipt(spec, name, etag)
                 self.stats.poisoned += 1
-                self.on_event(f"  {spec.name}: {container}/{name} failed {failures} times -> {BLOB_POISON_QUEUE}")
+                self.on_event(f"  {spec.name}: {container}/{name} failed {failures} times -> {BLOB_TRIGGER_POISON}")
             else:
                 with self._lock:
                     self._blob_failures[key] = (failures, time.monotonic() + self.retry_after.total_seconds())
@@ -379,7 +379,7 @@ class LocalHost:
 
     def _invoke_queue(self, spec: FunctionSpec, queue: Any, msg: Any) -> None:
         try:
-            body = blobs.decode_message(msg.content).encode("utf-8")
+            body = queues.decode_message(msg.content, settings.message_encoding()).encode("utf-8")
         except Exception:  # noqa: BLE001 - the host fails such a message the same way
             body = None
         label = f"{spec.trigger['queueName']} #{msg.dequeue_count}"
@@ -448,7 +448,7 @@ class LocalHost:
             queue = self.services(binding["connection"])[1].get_queue_client(binding["queueName"])
             for item in value if isinstance(value, list) else [value]:
                 text = item.decode("utf-8") if isinstance(item, bytes) else str(item)
-                queue.send_message(blobs.encode_message(text))
+                queue.send_message(queues.encode_message(text, settings.message_encoding()))
         self.on_event(f"  {spec.name}: {label} done in {time.perf_counter() - started:.2f} s")
         return True
 

@@ -169,14 +169,14 @@ def names(service: Any, container: str, prefix: str = "") -> list[str]:
 
 def poison_messages(connection_string: str) -> dict[str, list[str]]:
     """Every message in a poison queue, decoded, by queue."""
-    from shared.storage import blobs
+    from shared.storage import queues as queue_messages
 
     queues = queue_service(connection_string)
     out: dict[str, list[str]] = {}
     for q in queues.list_queues():
         if q.name.endswith("-poison"):
             msgs = queues.get_queue_client(q.name).peek_messages(max_messages=32)
-            out[q.name] = [blobs.decode_message(m.content) for m in msgs]
+            out[q.name] = [queue_messages.decode_message(m.content) for m in msgs]
     return out
 
 
@@ -389,7 +389,7 @@ class Sampler(threading.Thread):
 
 
 def impatient_storage(retries: int = 0, backoff: float = 0.5) -> Callable[[], None]:
-    """Make the app's storage clients (``shared.storage.blobs.blob_service``/``queue_service``) retry
+    """Make the app's storage clients (``shared.storage.accounts.blob_service``/``queue_service``) retry
     ``retries`` times after ``backoff`` s instead of the SDK's 15 s, 18 s, 24 s. The SDK's own
     retries ride out a storage restart of a few seconds inside a single request; with fewer of
     them the same restart reaches the functions and the runner, as a longer outage would, and a
@@ -398,10 +398,10 @@ def impatient_storage(retries: int = 0, backoff: float = 0.5) -> Callable[[], No
     from azure.storage.queue import QueueServiceClient
 
     from shared.app import settings
-    from shared.storage import blobs
+    from shared.storage import accounts
 
     patience = {"retry_total": retries, "initial_backoff": backoff, "increment_base": 2, "random_jitter_range": 0}
-    originals = blobs.blob_service, blobs.queue_service
+    originals = accounts.blob_service, accounts.queue_service
 
     def blob_service(connection: str = settings.DATA_CONNECTION) -> Any:
         return BlobServiceClient.from_connection_string(settings.env(connection) or "", **patience)
@@ -409,9 +409,9 @@ def impatient_storage(retries: int = 0, backoff: float = 0.5) -> Callable[[], No
     def queue_service(connection: str = settings.DATA_CONNECTION) -> Any:
         return QueueServiceClient.from_connection_string(settings.env(connection) or "", **patience)
 
-    blobs.blob_service, blobs.queue_service = blob_service, queue_service  # type: ignore[assignment]
+    accounts.blob_service, accounts.queue_service = blob_service, queue_service  # type: ignore[assignment]
 
     def undo() -> None:
-        blobs.blob_service, blobs.queue_service = originals  # type: ignore[assignment]
+        accounts.blob_service, accounts.queue_service = originals  # type: ignore[assignment]
 
     return undo
