@@ -5,9 +5,9 @@ date, text, text, numeric(38,0), numeric(38,0), bigint) and the polars types the
 writes (Date, String, Decimal(38, 0), Int64). The other methods load into one UNLOGGED table of
 a throwaway database, truncated (untimed) before each run; the runs are interleaved:
 
-* ``copy_rows``: the pipeline's own path, the loader's staging step ``shared.app.load._stage``
+* ``copy_rows``: the pipeline's own path, the loader's staging step ``shared.postgres.replace.stage``
   (a temp table, then ``copy_rows`` of the frame, binary COPY), in a transaction, as
-  ``Loader._load`` calls it; with a loader that has no ``_stage``, ``copy_rows`` of the rows;
+  ``Loader.load`` calls it; with a loader that has no ``stage``, ``copy_rows`` of the rows;
 * ``psql_copy``: ``psql -c "\\copy ... FROM file WITH (FORMAT csv)"``, the CSV written beforehand;
   the time is the psql process's, connection included;
 * ``psql_copy_logged`` (for reference): the same ``\\copy`` into a logged table shaped like the
@@ -65,13 +65,14 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
     import psycopg
     from psycopg import sql
 
-    from shared.app import load as pipeline_load
     from shared.app import settings
-    from shared.app.load import Loader, copy_rows
-    from shared.core import layout, manifest
+    from shared.app.load import Loader
+    from shared.core import documents, layout, manifest
     from shared.core.contract import load_contracts
     from shared.core.layout import BlobInfo
+    from shared.postgres import replace as pipeline_replace
     from shared.postgres import warehouse
+    from shared.postgres.replace import copy_rows
     from shared.storage.blobs import FolderStore
 
     contracts = load_contracts(settings.contracts_dir())
@@ -110,14 +111,14 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
         )
         conn.execute(sql.SQL("CREATE INDEX ON {} ({})").format(logged, sql.Identifier(warehouse.SOURCE_COL)))
         column_list = ", ".join(f'"{n}"' for n in names)
-        stage_fn = getattr(pipeline_load, "_stage", None)
+        stage_fn = getattr(pipeline_replace, "stage", None)
         timing: dict[str, Any] = {}
 
         def count() -> int:
             return int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0])
 
         def m_copy_rows() -> int:
-            """The loader's staging step as ``Loader._load`` calls it: ``_stage`` (temp table, then
+            """The loader's staging step as ``Loader.load`` calls it: ``stage`` (temp table, then
             ``copy_rows`` of the frame); with an older loader, ``copy_rows`` of the rows into our table."""
             if stage_fn is not None:
                 with conn.transaction():
@@ -182,7 +183,7 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
                 outputs={"aggregates": {"daily": manifest.blob_ref(paths.aggregate("daily"))}, "distinct_values": {}},
                 quality={}, source_format={}, timings={},
             )  # fmt: skip
-            return manifest.parse_request(manifest.load_request(doc))
+            return documents.parse_load_request(documents.load_request(doc))
 
         pending: dict[str, Any] = {}
 
@@ -194,9 +195,9 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
 
         methods: dict[str, tuple[str, Callable[[], int]]] = {
             "copy_rows": (
-                "**pipeline: `shared.app.load._stage` → `copy_rows`** (binary COPY into the loader's temp table)"
+                "**pipeline: `shared.postgres.replace.stage` → `copy_rows`** (binary COPY into the loader's temp table)"
                 if stage_fn is not None
-                else "**pipeline: `shared.app.load.copy_rows`** (binary COPY, row by row)",
+                else "**pipeline: `shared.postgres.replace.copy_rows`** (binary COPY, row by row)",
                 m_copy_rows,
             ),
         }
@@ -259,7 +260,7 @@ def bench(rows: int, repeat: int, settle: float | None = None) -> dict[str, Any]
     notes.append(
         "psql, executemany and the CSV stream load one UNLOGGED table; the pipeline's staging step loads its own "
         "temporary table (`CREATE TEMP TABLE ... ON COMMIT DROP`, as the loader does; no WAL either), timed from "
-        "`_stage()` to its return; `Loader.load()` writes the contract's real tables. Every run starts from a "
+        "`stage()` to its return; `Loader.load()` writes the contract's real tables. Every run starts from a "
         "truncated table after a CHECKPOINT; the server is on the same machine (no network)"
     )
     shares = [b for b in busy if b is not None]

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from shared.app.load import _stage, copy_rows
-from shared.postgres import copy_binary, warehouse
+from shared.postgres import copy_binary, replace, warehouse
+from shared.postgres.replace import copy_rows
 from tests.helpers import BANK
 
 UTC = dt.UTC
@@ -89,7 +89,7 @@ def test_the_loader_stages_sums_as_bigint_when_they_fit_and_as_numeric_when_not(
     with psycopg.connect(pg_dsn) as conn:
         for frame, staged in ((small, "bigint"), (huge, "numeric")):
             with conn.transaction():
-                stage = _stage(conn, shape, frame)
+                stage = replace.stage(conn, shape, frame)
                 kind = conn.execute(
                     "SELECT data_type FROM information_schema.columns WHERE table_name = %s AND column_name = 'total_value'",
                     (stage.as_string(conn).strip('"'),),

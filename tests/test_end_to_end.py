@@ -162,10 +162,10 @@ def test_the_same_file_twice_never_counts_twice(services, tmp_path):
     # the load request delivered again (at-least-once delivery): recognised, nothing changes
     manifest_name = names(azurite, "curated", f"{DATASET}/manifests/")[-1]
     body = blobs(azurite).get_blob_client("curated", manifest_name).download_blob().readall().decode()
-    from shared.core import manifest as manifest_mod
+    from shared.core import documents
     from shared.storage.queues import QueueSender
 
-    QueueSender().send("load-requests", manifest_mod.load_request(json.loads(body)))
+    QueueSender().send("load-requests", documents.load_request(json.loads(body)))
     run_host()
     assert view_rows(dsn) == first
     statuses = sorted(r["status"] for r in ledger(dsn))

@@ -35,6 +35,7 @@ import function_app
 from shared.app import settings
 from shared.core import layout
 from shared.postgres import connections
+from shared.storage import accounts
 from shared.tools.runner import registered
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,12 +145,12 @@ def test_the_bicep_sets_exactly_the_settings_the_code_reads():
         if b.get("connection"):
             connections.setdefault(b["connection"], set()).add(services[b["type"]])
         expressions |= {m for v in b.values() if isinstance(v, str) for m in re.findall(r"%([^%]+)%", v)}
-    assert connections == {settings.DATA_CONNECTION: {"blob", "queue"}}, "every binding uses the data connection"
+    assert connections == {accounts.DATA_CONNECTION: {"blob", "queue"}}, "every binding uses the data connection"
     assert expressions == {"REPROCESS_SCHEDULE"}
 
     # From shared/: SETTINGS, where the data connection is the prefix of its identity-based
     # family (shared/storage.py opens both the blob and the queue service through it).
-    wanted = set(settings.SETTINGS) - set(OPTIONAL_IN_AZURE) - {settings.DATA_CONNECTION} | expressions
+    wanted = set(settings.SETTINGS) - set(OPTIONAL_IN_AZURE) - {accounts.DATA_CONNECTION} | expressions
     for connection in connections:
         wanted |= identity_connection(connection, {"blob", "queue"})
 
@@ -159,7 +160,7 @@ def test_the_bicep_sets_exactly_the_settings_the_code_reads():
 
 def test_identity_based_connections_use_the_user_assigned_identity():
     values = app_settings()
-    for connection in (settings.DATA_CONNECTION, "AzureWebJobsStorage"):
+    for connection in (accounts.DATA_CONNECTION, "AzureWebJobsStorage"):
         assert values[f"{connection}__credential"] == "managedidentity"
         assert values[f"{connection}__clientId"] == "identityClientId"
     assert values["AZURE_CLIENT_ID"] == "identityClientId"

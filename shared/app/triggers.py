@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 from shared.app import logs, settings, telemetry
-from shared.core import layout
+from shared.core import documents, layout
 from shared.core.contract import load_contracts
 
 log = logging.getLogger("pipeline.triggers")
@@ -49,13 +49,12 @@ def _loader() -> Any:
 def ingest_blob(client: Any) -> str:
     """Blob trigger: ingest the blob the SDK client points at; return the load request."""
     from shared.app import ingest
-    from shared.core import manifest
     from shared.storage import blobs
 
     doc = ingest.ingest(
         _store(), client.blob_name, CONTRACTS, container=client.container_name, reader=lambda: blobs.open_client(client)
     )
-    return manifest.load_request(doc)
+    return documents.load_request(doc)
 
 
 def ingest_requested(body: str) -> str | None:
@@ -63,24 +62,29 @@ def ingest_requested(body: str) -> str | None:
     from azure.core.exceptions import ResourceNotFoundError
 
     from shared.app import ingest
-    from shared.core import manifest
 
-    request = json.loads(body)
+    try:
+        request = documents.parse_ingest_request(body)
+    except documents.DocumentRefused as refusal:
+        _park(layout.INGEST_QUEUE, body, refusal)
+        return None
     container, blob = request.get("container", layout.RAW), request["blob"]
     try:
         doc = ingest.ingest(_store(), blob, CONTRACTS, container=container, force=bool(request.get("force")))
     except ResourceNotFoundError:
         log.warning("re-drive of %s skipped: the blob no longer exists", blob, extra={"source_blob": blob})
         return None
-    return manifest.load_request(doc)
+    return documents.load_request(doc)
 
 
 def load_requested(body: str, dequeue_count: int = 1) -> None:
     """Queue trigger: load a manifest into PostgreSQL. Raises (so the host retries) only when
     the failure is transient; permanent failures are recorded in the ledger and acknowledged."""
-    from shared.core import manifest
-
-    request = manifest.parse_request(body)
+    try:
+        request = documents.parse_load_request(body)
+    except documents.DocumentRefused as refusal:
+        _park(layout.LOAD_QUEUE, body, refusal)
+        return
     try:
         _loader().load(request)
     except Exception:
@@ -90,6 +94,19 @@ def load_requested(body: str, dequeue_count: int = 1) -> None:
             extra={"run_id": request["run_id"], "source_blob": request["source"]["blob"], "dequeue_count": dequeue_count},
         )  # fmt: skip
         raise
+
+
+def _park(queue: str, body: str, refusal: documents.DocumentRefused) -> None:
+    """A message that is not a document of ours cannot succeed on a retry: move it to the
+    queue's poison queue at once (where ``replay --poison`` finds it) and say why, once."""
+    from shared.storage.queues import QueueSender
+
+    poison = layout.poison_queue(queue)
+    QueueSender(encoding=settings.message_encoding()).send(poison, body)
+    log.error(
+        "refused a message on %s: %s (%s); moved to %s", queue, refusal.code, refusal.detail, poison,
+        extra={"error_code": refusal.code},
+    )  # fmt: skip
 
 
 def nightly(past_due: bool = False) -> list[str]:

@@ -1,32 +1,27 @@
 """The manifest: what a run read, what it wrote, and how every row was accounted for.
 
-One JSON document per run, published last (after every output it names), so that a reader
-who finds a manifest can trust the whole set. The load queue carries a compact copy: the
-fields the loader needs, under the 64 KB a queue message may hold.
+One JSON document per run (``shared.core.documents.Manifest``), published last (after every
+output it names), so that a reader who finds a manifest can trust the whole set. The load
+queue carries a compact copy (``documents.load_request``): the fields the loader needs, under
+the 64 KB a queue message may hold.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.core.documents import MANIFEST_VERSION, REJECTED, SUCCEEDED, BlobRef, Counts, Manifest, Outputs, SourceVersion
 from shared.core.layout import BlobInfo, RunPaths
 
 if TYPE_CHECKING:
     from shared.core.source import Source
     from shared.core.transform import Result
 
-MANIFEST_VERSION = 1
-SUCCEEDED = "succeeded"
-REJECTED = "rejected"
+__all__ = ["blob_ref", "of_transform", "rejected", "succeeded"]
 
 
-def _blob_url(pair: tuple[str, str]) -> dict[str, str]:
-    return {"container": pair[0], "name": pair[1]}
-
-
-def _source(info: BlobInfo) -> dict[str, Any]:
+def _source(info: BlobInfo) -> SourceVersion:
     return {
         "container": info.container,
         "blob": info.name,
@@ -41,12 +36,12 @@ def succeeded(
     info: BlobInfo,
     paths: RunPaths,
     contract_version: int,
-    counts: dict[str, Any],
-    outputs: dict[str, Any],
+    counts: Counts,
+    outputs: Outputs,
     quality: dict[str, Any],
     source_format: dict[str, Any],
     timings: dict[str, float],
-) -> dict[str, Any]:
+) -> Manifest:
     return {
         "manifest_version": MANIFEST_VERSION,
         "status": SUCCEEDED,
@@ -64,7 +59,7 @@ def succeeded(
     }
 
 
-def of_transform(result: Result, src: Source) -> dict[str, dict[str, Any]]:
+def of_transform(result: Result, src: Source) -> dict[str, Any]:
     """What a transformed file contributes to its manifest: ``succeeded``'s ``counts``,
     ``quality`` and ``source_format`` (the same for a published run and a dry run)."""
     return {
@@ -96,9 +91,9 @@ def rejected(
     contract_version: int | None,
     code: str,
     detail: str,
-    outputs: dict[str, Any],
+    outputs: Outputs,
     timings: dict[str, float],
-) -> dict[str, Any]:
+) -> Manifest:
     return {
         "manifest_version": MANIFEST_VERSION,
         "status": REJECTED,
@@ -115,21 +110,5 @@ def rejected(
     }
 
 
-def load_request(manifest: dict[str, Any]) -> str:
-    """The queue message for the loader: the manifest without its quality details."""
-    compact = {k: v for k, v in manifest.items() if k not in ("quality", "format")}
-    return json.dumps(compact, separators=(",", ":"), default=str)
-
-
-def parse_request(body: str) -> dict[str, Any]:
-    doc = json.loads(body)
-    if not isinstance(doc, dict) or doc.get("manifest_version") != MANIFEST_VERSION:
-        raise ValueError("not a load request of this pipeline (manifest_version mismatch)")
-    for key in ("status", "run_id", "dataset", "source", "counts", "outputs"):
-        if key not in doc:
-            raise ValueError(f"load request lacks {key!r}")
-    return doc
-
-
-def blob_ref(pair: tuple[str, str]) -> dict[str, str]:
-    return _blob_url(pair)
+def blob_ref(pair: tuple[str, str]) -> BlobRef:
+    return {"container": pair[0], "name": pair[1]}

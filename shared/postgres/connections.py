@@ -58,12 +58,19 @@ def _secret_dsn(uri: str, credential: Any = None, client_factory: Callable[..., 
     return str(secret.value)
 
 
-def _setting(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
-    return env.get(name) or default
+def _reader(environ: Mapping[str, str] | None) -> Callable[..., str | None]:
+    """``env(name, default)`` over ``environ`` (the process environment by default); empty is unset."""
+    values = os.environ if environ is None else environ
+
+    def env(name: str, default: str | None = None) -> str | None:
+        return values.get(name) or default
+
+    return env
 
 
-def _default_credential(env: Mapping[str, str] | None = None) -> Any:
-    return _credential_for(_setting(os.environ if env is None else env, "AZURE_CLIENT_ID"))
+def _default_credential(environ: Mapping[str, str] | None = None) -> Any:
+    env = _reader(environ)
+    return _credential_for(env("AZURE_CLIENT_ID"))
 
 
 @cache
@@ -76,25 +83,25 @@ def _credential_for(client_id: str | None) -> Any:
 
 
 def plan(
-    credential: Any = None, secret_client_factory: Callable[..., Any] | None = None, env: Mapping[str, str] | None = None
+    credential: Any = None, secret_client_factory: Callable[..., Any] | None = None, environ: Mapping[str, str] | None = None
 ) -> ConnectionPlan:
-    """Decide how to connect from the app settings (``env``: the environment by default; like the
-    storage connections, these are read at the edge that uses them)."""
-    env = os.environ if env is None else env
-    dsn = _setting(env, "POSTGRES_DSN")
+    """Decide how to connect from the app settings (``environ``: the process environment by
+    default; like the storage connections, these are read at the edge that uses them)."""
+    env = _reader(environ)
+    dsn = env("POSTGRES_DSN")
     if dsn:
         return ConnectionPlan(dsn, describe=redact(dsn))
-    secret_uri = _setting(env, "POSTGRES_DSN_SECRET_URI")
+    secret_uri = env("POSTGRES_DSN_SECRET_URI")
     if secret_uri:
-        dsn = _secret_dsn(secret_uri, credential or _default_credential(env), secret_client_factory)
+        dsn = _secret_dsn(secret_uri, credential or _default_credential(environ), secret_client_factory)
         return ConnectionPlan(dsn, describe=f"Key Vault secret {secret_uri}: {redact(dsn)}")
-    host = _setting(env, "POSTGRES_HOST")
+    host = env("POSTGRES_HOST")
     if host:
-        user = _setting(env, "POSTGRES_USER")
+        user = env("POSTGRES_USER")
         if not user:
             raise RuntimeError("POSTGRES_USER must name the role mapped to the managed identity")
-        database = _setting(env, "POSTGRES_DATABASE", "postgres")
-        cred = credential or _default_credential(env)
+        database = env("POSTGRES_DATABASE", "postgres")
+        cred = credential or _default_credential(environ)
         conninfo = psycopg.conninfo.make_conninfo(host=host, dbname=database, user=user, sslmode="require")
         return ConnectionPlan(
             conninfo, password=lambda: cred.get_token(ENTRA_SCOPE).token, describe=f"{user}@{host}/{database} (Entra token)"

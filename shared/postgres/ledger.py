@@ -6,29 +6,49 @@ attempts, error code and detail, and timings. It is written in the same transact
 per-file replace, so the ledger and the tables can never disagree: if the row says
 ``loaded``, exactly that run's rows are in the tables.
 
-Statuses:
-    loaded      the run's aggregates replaced the source's previous contribution
-    rejected    the file was refused (quarantined); nothing was loaded
-    failed      a load attempt failed; ``attempts`` and ``error_*`` say how (may still succeed)
-    superseded  a newer version of the blob was already loaded; this one was skipped
-    removed     the source's contribution was removed on request (blob deleted from raw)
-    queued      the nightly job found the version with no run and asked for one
+The statuses are ``shared.core.documents.LedgerStatus`` (and a CHECK constraint on the table
+holds the SQL to the same list). ``requeued_at`` and ``requeues`` record re-drives by the
+nightly job, without touching the status, so that a version's outcome stays what it was
+until a new run changes it.
 
-``requeued_at`` and ``requeues`` record re-drives by the nightly job, without touching the
-status, so that a version's outcome stays what it was until a new run changes it.
+Every statement on the ledger table is in this module.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
 from psycopg import Connection, sql
 
-LOADED, REJECTED, FAILED, SUPERSEDED, REMOVED, QUEUED = "loaded", "rejected", "failed", "superseded", "removed", "queued"
-DONE = (LOADED, REJECTED, SUPERSEDED)
-"""Outcomes after which a blob version needs nothing more (unless its contract changes)."""
+from shared.core.documents import (
+    DONE,
+    FAILED,
+    LEDGER_STATUSES,
+    LOADED,
+    QUEUED,
+    REJECTED,
+    REMOVED,
+    SUPERSEDED,
+    LedgerStatus,
+    Manifest,
+)
+from shared.postgres import locks
+
+__all__ = [
+    "DONE", "FAILED", "LOADED", "QUEUED", "REJECTED", "REMOVED", "SUPERSEDED",
+    "all_rows", "current", "ensure", "get", "latest", "mark_removed", "mark_requeued", "record", "record_failure",
+    "status_report", "table",
+]  # fmt: skip
+
+STATUS_CHECK = "ledger_status_known"
+
+
+def _literal(*statuses: LedgerStatus) -> sql.Composable:
+    """A status, or a list of them, as SQL literals: the SQL says what the Literal type says."""
+    return sql.SQL(", ").join(sql.Literal(s) for s in statuses)
 
 
 def table(schema: str) -> sql.Composed:
@@ -37,7 +57,7 @@ def table(schema: str) -> sql.Composed:
 
 def ensure(conn: Connection, schema: str) -> None:
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (0x4C45_4447_4552,))  # "LEDGER"
+        locks.lock(conn, locks.LEDGER)
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         conn.execute(
             sql.SQL("""
@@ -70,7 +90,25 @@ def ensure(conn: Connection, schema: str) -> None:
             )""").format(table(schema))
         )
         conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS ledger_status_idx ON {} (status, updated_at)").format(table(schema)))
+        _ensure_status_check(conn, schema)
         conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS ledger_dataset_idx ON {} (dataset, source_blob)").format(table(schema)))
+
+
+def _ensure_status_check(conn: Connection, schema: str) -> None:
+    """CHECK (status IN (...LedgerStatus)): replaced when the list of statuses changes."""
+    wanted = sql.SQL("CHECK (status IN ({}))").format(_literal(*LEDGER_STATUSES)).as_string(conn)
+    row = conn.execute(
+        "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
+        " WHERE n.nspname = %s AND c.conname = %s",
+        (schema, STATUS_CHECK),
+    ).fetchone()
+    if row and set(re.findall(r"'([^']*)'", row[0])) == set(LEDGER_STATUSES):
+        return
+    if row:
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table(schema), sql.Identifier(STATUS_CHECK)))
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table(schema), sql.Identifier(STATUS_CHECK), sql.SQL(wanted))
+    )
 
 
 def current(conn: Connection, schema: str, source_blob: str) -> dict[str, Any] | None:
@@ -78,8 +116,8 @@ def current(conn: Connection, schema: str, source_blob: str) -> dict[str, Any] |
     cur = conn.execute(
         sql.SQL(
             "SELECT source_etag, source_last_modified, run_id, contract_version FROM {} "
-            "WHERE source_blob = %s AND status = 'loaded' ORDER BY loaded_at DESC LIMIT 1"
-        ).format(table(schema)),
+            "WHERE source_blob = %s AND status = {} ORDER BY loaded_at DESC LIMIT 1"
+        ).format(table(schema), _literal(LOADED)),
         (source_blob,),
     )
     row = cur.fetchone()
@@ -101,8 +139,8 @@ def get(conn: Connection, schema: str, source_blob: str, etag: str) -> dict[str,
 def record(
     conn: Connection,
     schema: str,
-    manifest: dict[str, Any],
-    status: str,
+    manifest: Manifest,
+    status: LedgerStatus,
     *,
     error_code: str | None = None,
     error_detail: str | None = None,
@@ -114,8 +152,8 @@ def record(
     ``current()`` relies on. (``now()`` is when the transaction began, and of two loads of a
     source the one that began first may take the lock second.)"""
     src = manifest["source"]
-    counts = manifest.get("counts", {})
-    err = manifest.get("error") or {}
+    counts = manifest["counts"]
+    err = manifest.get("error") or {"code": None, "detail": None}
     conn.execute(
         sql.SQL("""
         INSERT INTO {t} AS l (source_blob, source_etag, dataset, source_last_modified, source_size, run_id,
@@ -123,7 +161,7 @@ def record(
             error_code, error_detail, manifest, timings, ingested_at, loaded_at, updated_at)
         VALUES (%(blob)s, %(etag)s, %(dataset)s, %(lm)s, %(size)s, %(run)s, %(cv)s, %(status)s, %(read)s, %(valid)s,
             %(rejected)s, %(dup)s, %(groups)s, 1, %(code)s, %(detail)s, %(manifest)s, %(timings)s, %(ingested)s,
-            CASE WHEN %(status)s = 'loaded' THEN clock_timestamp() END, now())
+            CASE WHEN %(status)s = {loaded} THEN clock_timestamp() END, now())
         ON CONFLICT (source_blob, source_etag) DO UPDATE SET
             run_id = excluded.run_id, contract_version = excluded.contract_version, status = excluded.status,
             rows_read = excluded.rows_read, rows_valid = excluded.rows_valid, rows_rejected = excluded.rows_rejected,
@@ -131,7 +169,7 @@ def record(
             error_code = excluded.error_code, error_detail = excluded.error_detail, manifest = excluded.manifest,
             timings = excluded.timings, ingested_at = excluded.ingested_at,
             loaded_at = COALESCE(excluded.loaded_at, l.loaded_at), updated_at = now()
-        """).format(t=table(schema)),
+        """).format(t=table(schema), loaded=_literal(LOADED)),
         {
             "blob": src["blob"],
             "etag": src["etag"],
@@ -155,7 +193,7 @@ def record(
     )
 
 
-def record_failure(conn: Connection, schema: str, manifest: dict[str, Any], code: str, detail: str) -> None:
+def record_failure(conn: Connection, schema: str, manifest: Manifest, code: str, detail: str) -> None:
     """Count a failed attempt in its own transaction; never downgrades a version already loaded."""
     src = manifest["source"]
     with conn.transaction():
@@ -163,12 +201,12 @@ def record_failure(conn: Connection, schema: str, manifest: dict[str, Any], code
             sql.SQL("""
             INSERT INTO {t} AS l (source_blob, source_etag, dataset, run_id, contract_version, status, attempts,
                 error_code, error_detail, manifest, updated_at)
-            VALUES (%s, %s, %s, %s, %s, 'failed', 1, %s, %s, %s, now())
+            VALUES (%s, %s, %s, %s, %s, {failed}, 1, %s, %s, %s, now())
             ON CONFLICT (source_blob, source_etag) DO UPDATE SET
                 attempts = l.attempts + 1, error_code = excluded.error_code, error_detail = excluded.error_detail,
                 updated_at = now(),
-                status = CASE WHEN l.status IN ('loaded', 'rejected', 'superseded') THEN l.status ELSE 'failed' END
-            """).format(t=table(schema)),
+                status = CASE WHEN l.status IN ({done}) THEN l.status ELSE {failed} END
+            """).format(t=table(schema), failed=_literal(FAILED), done=_literal(*DONE)),
             (
                 src["blob"],
                 src["etag"],
@@ -199,8 +237,68 @@ def mark_requeued(conn: Connection, schema: str, versions: list[tuple[str, str, 
         conn.execute(
             sql.SQL("""
             INSERT INTO {t} AS l (source_blob, source_etag, dataset, source_last_modified, run_id, status, requeued_at, requeues)
-            VALUES (%s, %s, %s, %s, '', 'queued', now(), 1)
+            VALUES (%s, %s, %s, %s, '', {queued}, now(), 1)
             ON CONFLICT (source_blob, source_etag) DO UPDATE SET requeued_at = now(), requeues = l.requeues + 1
-            """).format(t=table(schema)),
+            """).format(t=table(schema), queued=_literal(QUEUED)),
             (blob, etag, dataset, last_modified),
         )
+
+
+def mark_removed(conn: Connection, schema: str, source_blob: str) -> None:
+    """The source's loaded version no longer contributes (``forget``, in the caller's transaction)."""
+    conn.execute(
+        sql.SQL("UPDATE {} SET status = {}, updated_at = now() WHERE source_blob = %s AND status = {}").format(
+            table(schema), _literal(REMOVED), _literal(LOADED)
+        ),
+        (source_blob,),
+    )
+
+
+def latest(conn: Connection, schema: str, source_blob: str) -> dict[str, Any] | None:
+    """The most recently updated row of a source blob, whatever its version and status."""
+    cur = conn.execute(
+        sql.SQL("SELECT * FROM {} WHERE source_blob = %s ORDER BY updated_at DESC LIMIT 1").format(table(schema)),
+        (source_blob,),
+    )
+    row = cur.fetchone()
+    return dict(zip([d.name for d in cur.description or []], row, strict=True)) if row else None
+
+
+def status_report(conn: Connection, schema: str, *, since: datetime, dataset: str | None, limit: int) -> dict[str, Any]:
+    """What ``status`` shows of the ledger: rows updated since ``since`` (of one dataset)."""
+    t = table(schema)
+    where = sql.SQL("updated_at >= %s") + (sql.SQL(" AND dataset = %s") if dataset else sql.SQL(""))
+    params: list[Any] = [since, dataset] if dataset else [since]
+    by_status = dict(
+        conn.execute(sql.SQL("SELECT status, count(*) FROM {} WHERE {} GROUP BY 1").format(t, where), params).fetchall()
+    )
+    failures = conn.execute(
+        sql.SQL(
+            "SELECT status, coalesce(error_code, '?'), count(*), min(source_blob) FROM {} WHERE {} "
+            "AND status IN ({}) GROUP BY 1, 2 ORDER BY 3 DESC"
+        ).format(t, where, _literal(FAILED, REJECTED)),
+        params,
+    ).fetchall()
+    lags = conn.execute(
+        sql.SQL(
+            "SELECT extract(epoch FROM loaded_at - source_last_modified)::float8 FROM {} WHERE {} "
+            "AND status = {} AND loaded_at IS NOT NULL AND source_last_modified IS NOT NULL"
+        ).format(t, where, _literal(LOADED)),
+        params,
+    ).fetchall()
+    recent = conn.execute(
+        sql.SQL(
+            "SELECT updated_at, status, source_blob, rows_read, rows_valid, rows_rejected, rows_duplicate, error_code, attempts "
+            "FROM {} WHERE {} ORDER BY updated_at DESC LIMIT %s"
+        ).format(t, where),
+        [*params, limit],
+    ).fetchall()
+    return {
+        "runs_by_status": by_status,
+        "failures": [{"status": s, "reason": r, "count": n, "example": ex} for s, r, n, ex in failures],
+        "lag_seconds": [float(r[0]) for r in lags],
+        "recent": [
+            dict(zip(("at", "status", "blob", "read", "valid", "rejected", "duplicate", "error", "attempts"), r, strict=True))
+            for r in recent
+        ],
+    }

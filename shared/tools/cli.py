@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from shared.core import layout
-    from shared.postgres import connections
+    from shared.postgres import connections, ledger
     from shared.storage.blobs import BlobStore
     from shared.storage.queues import QueueSender
     from shared.tools import samples
@@ -193,15 +193,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     host.run(until_idle=True)
     took = time.monotonic() - landed
     conn = connections.connect()
-    row = conn.execute(
-        "SELECT status, run_id, rows_read, rows_valid, rows_rejected, rows_duplicate, groups, manifest "
-        "FROM pipeline.ledger WHERE source_blob = %s ORDER BY updated_at DESC LIMIT 1",
-        (blob,),
-    ).fetchone()
+    row = ledger.latest(conn, settings.ledger_schema(), blob)
     if row is None:
         print("the file was not loaded: see the runner's messages above", file=sys.stderr)
         return 1
-    status, run_id, read, valid, rejected, dup, groups, manifest = row
+    status, run_id, manifest, groups = row["status"], row["run_id"], row["manifest"], row["groups"]
+    read, valid, rejected, dup = (row[f"rows_{k}"] for k in ("read", "valid", "rejected", "duplicate"))
     print()
     print(f"file            {layout.RAW}/{blob}")
     print(f"status          {status} (run {run_id})")

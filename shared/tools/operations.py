@@ -107,72 +107,29 @@ def percentile(values: list[float], share: float) -> float:
 
 def collect_status(conn: Any, queues: Any, store: Any, *, since: timedelta, dataset: str | None, limit: int) -> dict[str, Any]:
     """Everything ``status`` shows, as data."""
-    from psycopg import sql
-
     from shared.app import reprocess
     from shared.postgres import ledger
     from shared.storage import poison
 
     schema = settings.ledger_schema()
-    t = ledger.table(schema)
     cutoff = datetime.now(UTC) - since
-    where = sql.SQL("updated_at >= %s") + (sql.SQL(" AND dataset = %s") if dataset else sql.SQL(""))
-    params: list[Any] = [cutoff, dataset] if dataset else [cutoff]
-    by_status = dict(
-        conn.execute(sql.SQL("SELECT status, count(*) FROM {} WHERE {} GROUP BY 1").format(t, where), params).fetchall()
-    )
-    failures = conn.execute(
-        sql.SQL(
-            "SELECT status, coalesce(error_code, '?'), count(*), min(source_blob) FROM {} WHERE {} "
-            "AND status IN ('failed', 'rejected') GROUP BY 1, 2 ORDER BY 3 DESC"
-        ).format(t, where),
-        params,
-    ).fetchall()
-    lags = [
-        r[0]
-        for r in conn.execute(
-            sql.SQL(
-                "SELECT extract(epoch FROM loaded_at - source_last_modified) FROM {} WHERE {} "
-                "AND status = 'loaded' AND loaded_at IS NOT NULL AND source_last_modified IS NOT NULL"
-            ).format(t, where),
-            params,
-        ).fetchall()
-    ]
-    recent = conn.execute(
-        sql.SQL(
-            "SELECT updated_at, status, source_blob, rows_read, rows_valid, rows_rejected, rows_duplicate, error_code, attempts "
-            "FROM {} WHERE {} ORDER BY updated_at DESC LIMIT %s"
-        ).format(t, where),
-        [*params, limit],
-    ).fetchall()
+    seen = ledger.status_report(conn, schema, since=cutoff, dataset=dataset, limit=limit)
+    lags = seen["lag_seconds"]
     plan = reprocess.make_plan(store, conn, schema, _contracts(), grace=timedelta(0), limit=10**9, dry_run=True)
     return {
         "since": cutoff.isoformat(),
         "dataset": dataset,
-        "runs_by_status": by_status,
-        "failures_by_reason": [{"status": s, "reason": r, "count": n, "example": ex} for s, r, n, ex in failures],
+        "runs_by_status": seen["runs_by_status"],
+        "failures_by_reason": seen["failures"],
         "poison": poison.counts(queues),
         "lag_seconds": {
             "count": len(lags),
-            "p50": percentile([float(x) for x in lags], 0.5),
-            "p95": percentile([float(x) for x in lags], 0.95),
-            "max": max((float(x) for x in lags), default=0.0),
+            "p50": percentile(lags, 0.5),
+            "p95": percentile(lags, 0.95),
+            "max": max(lags, default=0.0),
         },
         "waiting": plan.summary(),
-        "recent": [
-            {
-                "at": r[0].isoformat(),
-                "status": r[1],
-                "blob": r[2],
-                "read": r[3],
-                "valid": r[4],
-                "rejected": r[5],
-                "duplicate": r[6],
-                "error": r[7],
-                "attempts": r[8],
-            }
-            for r in recent
-        ],
+        "recent": [{**r, "at": r["at"].isoformat()} for r in seen["recent"]],
     }
 
 
@@ -346,7 +303,7 @@ def backfill_here(store: Any, blobs: list[str], concurrency: int, advance: Any) 
 def cmd_forget(args: argparse.Namespace) -> int:
     from azure.core.exceptions import ResourceNotFoundError
 
-    from shared.app.load import remove_source
+    from shared.postgres.replace import remove_source
     from shared.storage.blobs import BlobStore
 
     try:

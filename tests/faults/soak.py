@@ -344,7 +344,7 @@ class Soak:
         self.report.fault_log.append((self.elapsed(), kind, detail))
 
     def duplicate_delivery(self) -> str:
-        from shared.core import manifest
+        from shared.core import documents
         from shared.storage import queues
 
         manifests = harness.names(self.blobs, "curated", f"{harness.DATASET}/manifests/")
@@ -353,7 +353,7 @@ class Soak:
                 doc = json.loads(self.blobs.get_blob_client("curated", name).download_blob().readall())
             except Exception:  # noqa: BLE001 - pruned since it was listed: try another
                 continue
-            text = queues.encode_message(manifest.load_request(doc))
+            text = queues.encode_message(documents.load_request(doc))
             self.queues.get_queue_client("load-requests").send_message(text)
             return f"{doc['source']['blob']} run {doc['run_id']}"
         return "skipped: nothing published yet"
