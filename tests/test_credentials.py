@@ -95,7 +95,7 @@ def no_settings(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in AZURE_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     FakeSecretClient.instances = []
-    connections._credential_for.cache_clear()
+    connections.credential_for.cache_clear()
     return monkeypatch
 
 

@@ -338,7 +338,7 @@ def test_the_same_blob_event_delivered_five_times_concurrently_is_loaded_once(st
 
     def deliver() -> None:
         start.wait()
-        host._invoke_blob(spec, blob, etag)
+        host.deliver_blob(spec, blob, etag)
 
     deliveries = [Injector(deliver) for _ in range(5)]
     for d in deliveries:

@@ -31,14 +31,10 @@ from psycopg import Connection
 
 from shared.core import layout
 from shared.core.contract import Contract
-from shared.postgres import ledger
+from shared.postgres import ledger, locks
 from shared.storage.blobs import Store
 
 log = logging.getLogger("pipeline.reprocess")
-
-LOCK = 0x5245_5052_4F43  # "REPROC"
-DEFAULT_GRACE = timedelta(minutes=30)
-DEFAULT_LIMIT = 500
 
 
 def backoff(attempts: int) -> timedelta:
@@ -74,8 +70,8 @@ def make_plan(
     contracts: Mapping[str, Contract],
     *,
     now: datetime | None = None,
-    grace: timedelta = DEFAULT_GRACE,
-    limit: int = DEFAULT_LIMIT,
+    grace: timedelta,
+    limit: int,
     prefix: str = "",
     dry_run: bool = False,
     retention: timedelta | None = None,
@@ -85,11 +81,9 @@ def make_plan(
     now = now or datetime.now(UTC)
     plan = Plan()
     with conn.transaction():
-        if not dry_run:
-            got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK,)).fetchone()
-            if not got or not got[0]:
-                plan.locked_out = True
-                return plan
+        if not dry_run and not locks.try_lock(conn, locks.NIGHTLY):
+            plan.locked_out = True
+            return plan
         rows = {(r["source_blob"], r["source_etag"]): r for r in ledger.all_rows(conn, schema)}
         live: set[str] = set()
         due: list[tuple[datetime, str, Any, str]] = []

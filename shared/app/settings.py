@@ -57,11 +57,11 @@ def contracts_dir() -> Path:
 
 
 def reprocess_grace_minutes() -> float:
-    return float(env("REPROCESS_GRACE_MINUTES", "30") or 30)
+    return float(env("REPROCESS_GRACE_MINUTES") or 30)
 
 
 def raw_retention_days() -> float:
-    return float(env("RAW_RETENTION_DAYS", "365") or 365)
+    return float(env("RAW_RETENTION_DAYS") or 365)
 
 
 def reader_role() -> str | None:
@@ -69,11 +69,11 @@ def reader_role() -> str | None:
 
 
 def reprocess_batch() -> int:
-    return int(env("REPROCESS_BATCH", "500") or 500)
+    return int(env("REPROCESS_BATCH") or 500)
 
 
 def ledger_schema() -> str:
-    return env("PIPELINE_LEDGER_SCHEMA", "pipeline") or "pipeline"
+    return env("PIPELINE_LEDGER_SCHEMA") or "pipeline"
 
 
 def work_dir() -> Path | None:
@@ -82,7 +82,7 @@ def work_dir() -> Path | None:
 
 
 def chunk_bytes() -> int:
-    return int(float(env("PIPELINE_CHUNK_MB", "32") or 32) * 1024 * 1024)
+    return int(float(env("PIPELINE_CHUNK_MB") or 32) * 1024 * 1024)
 
 
 @cache

@@ -14,13 +14,12 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from shared.app import logs, settings, telemetry
+from shared.app import contracts, logs, settings, telemetry
 from shared.core import documents, layout
-from shared.core.contract import load_contracts
 
 log = logging.getLogger("pipeline.triggers")
 
-CONTRACTS = load_contracts(settings.contracts_dir())
+CONTRACTS = contracts.load()
 logs.protect()
 telemetry.configure()
 

@@ -53,7 +53,6 @@ class BlobInfo:
 
 ACCEPTED_SUFFIXES = (".csv", ".csv.gz")
 UNKNOWN_DATASET = "_unknown"
-MAX_BLOB_NAME = 1024
 
 
 def dataset_of(blob_name: str) -> str | None:

@@ -109,7 +109,7 @@ class Result:
 
 
 @dataclass
-class Mapping:
+class HeaderMap:
     """How the file's header lines up with the contract."""
 
     positions: dict[str, int | None]  # contract column -> header position (None: absent, optional)
@@ -117,7 +117,7 @@ class Mapping:
     drift: dict[str, Any]
 
 
-def map_header(contract: Contract, header: Sequence[str]) -> Mapping:
+def map_header(contract: Contract, header: Sequence[str]) -> HeaderMap:
     """Match header names to contract columns ignoring case, spaces and a BOM; apply drift policy."""
     names = [normalise_header(h) for h in header]
     seen: dict[str, int] = {}
@@ -152,7 +152,7 @@ def map_header(contract: Contract, header: Sequence[str]) -> Mapping:
         "column_order_changed": [p for p in positions.values() if p is not None] != expected_order,
         "unnamed_columns": sum(1 for n in names if not n),
     }
-    return Mapping(positions=positions, extra=extra, drift=drift)
+    return HeaderMap(positions=positions, extra=extra, drift=drift)
 
 
 def kept_name(name: str, taken: set[str]) -> str:
@@ -268,7 +268,7 @@ class _Checked:
 class _Plan:
     """The per-file expressions: which raw column feeds which contract column, and how."""
 
-    def __init__(self, contract: Contract, source: Source, mapping: Mapping, dictionary_cap: int) -> None:
+    def __init__(self, contract: Contract, source: Source, mapping: HeaderMap, dictionary_cap: int) -> None:
         self.contract, self.source, self.mapping = contract, source, mapping
         self.raw_names = [f"__f{i}" for i in range(len(source.header))]
         self.raw_of: dict[str, str] = {}

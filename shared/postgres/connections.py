@@ -70,11 +70,11 @@ def _reader(environ: Mapping[str, str] | None) -> Callable[..., str | None]:
 
 def _default_credential(environ: Mapping[str, str] | None = None) -> Any:
     env = _reader(environ)
-    return _credential_for(env("AZURE_CLIENT_ID"))
+    return credential_for(env("AZURE_CLIENT_ID"))
 
 
 @cache
-def _credential_for(client_id: str | None) -> Any:
+def credential_for(client_id: str | None) -> Any:
     """One credential per identity and process: it caches its tokens, so a new connection
     costs a token request only when the cached token is close to expiry."""
     from azure.identity import DefaultAzureCredential

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.app import settings
+from shared.tools.progress import Progress
 
 
 def load_local_settings(path: Path | None = None) -> None:
@@ -34,46 +35,6 @@ def load_local_settings(path: Path | None = None) -> None:
             for key, value in values.items():
                 os.environ.setdefault(key, str(value))
             return
-
-
-def _contracts() -> dict[str, Any]:
-    from shared.core.contract import load_contracts
-
-    return load_contracts(settings.contracts_dir())
-
-
-class Progress:
-    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
-
-    def __init__(self, label: str, total: int | None = None, unit: str = "") -> None:
-        self.label, self.total, self.unit = label, total, unit
-        self.done = 0
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-        self.started = time.monotonic()
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.tty and now - self.last > 0.1:
-            self.last = now
-            if self.total:
-                share = self.done / self.total
-                bar = "#" * int(30 * share)
-                sys.stderr.write(f"\r{self.label} [{bar:<30}] {share:6.1%} {self._fmt(self.done)}/{self._fmt(self.total)}")
-            else:
-                sys.stderr.write(f"\r{self.label} {self._fmt(self.done)}")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        took = time.monotonic() - self.started
-        end = f"{self.label} {self._fmt(self.done)} in {took:.1f} s"
-        sys.stderr.write(("\r" + end + " " * 20 + "\n") if self.tty else end + "\n")
-
-    def _fmt(self, n: int) -> str:
-        if self.unit == "B":
-            return f"{n / 1e6:,.1f} MB"
-        return f"{n:,}{self.unit}"
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -96,7 +57,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from shared.app import ingest
+    from shared.app import contracts, ingest
     from shared.core import layout, report
     from shared.storage.blobs import FolderStore
 
@@ -104,7 +65,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     store = FolderStore(Path(args.out))
     name = f"{args.dataset}/{args.name or src.name}"
     store.upload_file(layout.RAW, name, src)
-    doc = ingest.ingest(store, name, _contracts())
+    doc = ingest.ingest(store, name, contracts.load())
     print(report.text_summary(doc))
     where = store.root
     print(f"outputs under {where}/{layout.CURATED}/{doc['dataset']} and {where}/{layout.QUARANTINE}/{doc['dataset']}")
@@ -142,13 +103,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def _host(workers: int, quiet: bool = False) -> Any:
-    import logging
-
-    logging.getLogger().setLevel(logging.ERROR)  # azure.functions warns about HTTP auth levels at import
-    import function_app
     from shared.tools.runner import LocalHost
 
-    return LocalHost(function_app.app, workers=workers, on_event=(lambda _t: None) if quiet else (lambda t: print(t, flush=True)))
+    return LocalHost.of_function_app(workers=workers, on_event=(lambda _t: None) if quiet else (lambda t: print(t, flush=True)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.app import contracts as app_contracts
 from shared.app import settings
 from shared.core import layout
 
@@ -82,12 +83,6 @@ def _connect() -> Any:
     return conn
 
 
-def _contracts() -> dict[str, Any]:
-    from shared.core.contract import load_contracts
-
-    return load_contracts(settings.contracts_dir())
-
-
 def request(blob: str, reason: str, *, force: bool = True) -> str:
     """The body of an ingest request, as the nightly job and replays send it."""
     return json.dumps({"container": layout.RAW, "blob": blob, "reason": reason, "force": force, "requested_at": _now()})
@@ -115,7 +110,7 @@ def collect_status(conn: Any, queues: Any, store: Any, *, since: timedelta, data
     cutoff = datetime.now(UTC) - since
     seen = ledger.status_report(conn, schema, since=cutoff, dataset=dataset, limit=limit)
     lags = seen["lag_seconds"]
-    plan = reprocess.make_plan(store, conn, schema, _contracts(), grace=timedelta(0), limit=10**9, dry_run=True)
+    plan = reprocess.make_plan(store, conn, schema, app_contracts.load(), grace=timedelta(0), limit=10**9, dry_run=True)
     return {
         "since": cutoff.isoformat(),
         "dataset": dataset,
@@ -246,7 +241,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     from shared.storage.blobs import BlobStore
     from shared.storage.queues import QueueSender
-    from shared.tools.cli import Progress
+    from shared.tools.progress import Progress
 
     store = BlobStore()
     blobs = [b.name for b in store.list(layout.RAW, args.prefix) if layout.accepted(b.name)]
@@ -279,7 +274,7 @@ def backfill_here(store: Any, blobs: list[str], concurrency: int, advance: Any) 
     from shared.app.load import Loader
     from shared.postgres import connections
 
-    contracts = _contracts()
+    contracts = app_contracts.load()
     cache = connections.ConnectionCache()
     loader = Loader(cache.get, store, contracts, settings.ledger_schema(), settings.reader_role())
 
@@ -315,7 +310,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         print(f"raw/{args.blob} still exists: delete it first, or pass --force", file=sys.stderr)
         return 2
     dataset = layout.dataset_of(args.blob)
-    contract = _contracts().get(dataset or "")
+    contract = app_contracts.load().get(dataset or "")
     if contract is None:
         print(f"{args.blob!r} is not under a known dataset folder", file=sys.stderr)
         return 2

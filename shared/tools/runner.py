@@ -159,6 +159,14 @@ class LocalHost:
         self._services: dict[str, tuple[Any, Any]] = {}
         self._stop = threading.Event()
 
+    @classmethod
+    def of_function_app(cls, **options: Any) -> LocalHost:
+        """A host for this repository's ``function_app.py``, the way the worker imports it."""
+        logging.getLogger().setLevel(logging.ERROR)  # azure.functions warns about HTTP auth levels at import
+        import function_app
+
+        return cls(function_app.app, **options)
+
     # --- clients -------------------------------------------------------------------------
 
     def services(self, connection: str) -> tuple[Any, Any]:
@@ -270,7 +278,7 @@ class LocalHost:
                     key = (spec.name, name, etag)
                     with self._lock:
                         self._busy_blobs.add(key)
-                    inflight.add(self._watch(pool.submit(self._invoke_blob, spec, name, etag), f"{spec.name}: {name}"))
+                    inflight.add(self._watch(pool.submit(self.deliver_blob, spec, name, etag), f"{spec.name}: {name}"))
                     started += 1
             elif spec.kind == "queueTrigger":
                 queue = self.services(spec.trigger["connection"])[1].get_queue_client(spec.trigger["queueName"])
@@ -336,7 +344,9 @@ class LocalHost:
         with self._lock:
             self._receipt_set(spec).add((name, etag))
 
-    def _invoke_blob(self, spec: FunctionSpec, name: str, etag: str) -> None:
+    def deliver_blob(self, spec: FunctionSpec, name: str, etag: str) -> None:
+        """One delivery of a blob event for ``name`` at ``etag``, through the runner's own
+        invocation path: retries, receipts and the poison queue as the host keeps them."""
         container, _ = path_pattern(spec.trigger["path"])
         key = (spec.name, name, etag)
         try:
