@@ -48,6 +48,15 @@ def unsupported_regex(pattern: str) -> str | None:
     return None
 
 
+DEFAULT_DATE_FORMATS = ("%Y-%m-%d",)
+DEFAULT_TIMESTAMP_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+    "%Y-%m-%d %H:%M:%S%.f%z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+)
 DEFAULT_TRUE = ("true", "t", "yes", "y", "1")
 DEFAULT_FALSE = ("false", "f", "no", "n", "0")
 
@@ -275,12 +284,39 @@ class _Reader:
     def contract(self, doc: dict[str, Any]) -> Contract:
         self.unknown_keys(doc, ("dataset", "csv", "schema", "dedup", "columns", "aggregates", "postgres"), ())
         ds = self.get(doc, "dataset", dict, ("dataset",))
+        name, version = self.dataset_name(ds), self.version(ds)  # checked in the order they are written
+        dialect, null_values = self.dialect(doc)
+        drift = self.drift(doc)
+        columns = self.columns(doc, null_values)
+        dedup_key = self.dedup_key(doc, [c.name for c in columns])
+        schema = self.postgres_schema(doc)
+        return Contract(
+            dataset=name,
+            version=version,
+            columns=columns,
+            aggregates=self.aggregates(doc, columns),
+            schema=schema,
+            dialect=dialect,
+            drift=drift,
+            dedup_key=dedup_key,
+            description=self.get(ds, "description", str, ("dataset",), ""),
+            path=str(self.path),
+        )
+
+    # --- the sections of a contract, one method each ---------------------------------------
+
+    def dataset_name(self, ds: dict[str, Any]) -> str:
         self.unknown_keys(ds, ("name", "version", "description"), ("dataset",))
-        name = self.identifier(self.get(ds, "name", str, ("dataset",)), ("dataset", "name"))
-        version = self.get(ds, "version", int, ("dataset",))
+        return self.identifier(self.get(ds, "name", str, ("dataset",)), ("dataset", "name"))
+
+    def version(self, ds: dict[str, Any]) -> int:
+        version: int = self.get(ds, "version", int, ("dataset",))
         if version < 1:
             raise self.fail(("dataset", "version"), "must be a positive integer")
+        return version
 
+    def dialect(self, doc: dict[str, Any]) -> tuple[Dialect, tuple[str, ...]]:
+        """``[csv]``: how the file is written, and the null tokens every column inherits."""
         csv = self.get(doc, "csv", dict, ("csv",), {})
         self.unknown_keys(csv, ("delimiter", "quote", "encoding", "null_values"), ("csv",))
         delimiter = self.get(csv, "delimiter", str, ("csv",), "auto")
@@ -291,45 +327,54 @@ class _Reader:
             raise self.fail(("csv", "quote"), "must be one single-byte character, or '' for none")
         encoding = self.choice(self.get(csv, "encoding", str, ("csv",), "auto").lower(), ENCODINGS, ("csv", "encoding"))
         null_values = tuple(self.strings(csv, "null_values", ("csv",), ("",)))
-        dialect = Dialect(delimiter=None if delimiter == "auto" else delimiter, quote=quote or None, encoding=encoding)
+        return Dialect(delimiter=None if delimiter == "auto" else delimiter, quote=quote or None, encoding=encoding), null_values
 
+    def drift(self, doc: dict[str, Any]) -> Drift:
+        """``[schema]``: what to do when a file's columns are not what the contract says."""
         sch = self.get(doc, "schema", dict, ("schema",), {})
         self.unknown_keys(sch, ("extra_columns", "missing_optional", "max_invalid_share"), ("schema",))
+        extra = self.get(sch, "extra_columns", str, ("schema",), "discard")
+        missing = self.get(sch, "missing_optional", str, ("schema",), "allow")
         drift = Drift(
-            extra_columns=self.choice(
-                self.get(sch, "extra_columns", str, ("schema",), "discard"), EXTRA_POLICIES, ("schema", "extra_columns")
-            ),
-            missing_optional=self.choice(
-                self.get(sch, "missing_optional", str, ("schema",), "allow"), MISSING_POLICIES, ("schema", "missing_optional")
-            ),
+            extra_columns=self.choice(extra, EXTRA_POLICIES, ("schema", "extra_columns")),
+            missing_optional=self.choice(missing, MISSING_POLICIES, ("schema", "missing_optional")),
             max_invalid_share=self.get(sch, "max_invalid_share", float, ("schema",), 0.5),
         )
         if not 0 < drift.max_invalid_share <= 1:
             raise self.fail(("schema", "max_invalid_share"), "must be greater than 0 and at most 1")
+        return drift
 
+    def columns(self, doc: dict[str, Any], null_values: tuple[str, ...]) -> tuple[Column, ...]:
+        """``[[columns]]``: at least one; names and source headers each used once."""
         raw_columns = self.get(doc, "columns", list, ("columns",))
         if not raw_columns:
             raise self.fail(("columns",), "a contract needs at least one column")
         columns = tuple(self.column(c, i, null_values) for i, c in enumerate(raw_columns))
         names = [c.name for c in columns]
+        sources = [normalise_header(c.source) for c in columns]
         for i, col in enumerate(columns):
             if names.index(col.name) != i:
                 raise self.fail(("columns", i, "name"), f"column {col.name!r} is defined twice")
-            sources = [normalise_header(c.source) for c in columns]
             if sources.index(normalise_header(col.source)) != i:
                 raise self.fail(("columns", i, "source"), f"source header {col.source!r} is used by two columns")
+        return columns
 
+    def dedup_key(self, doc: dict[str, Any], names: list[str]) -> tuple[str, ...]:
         dedup = self.get(doc, "dedup", dict, ("dedup",), {})
         self.unknown_keys(dedup, ("key",), ("dedup",))
         key = tuple(self.strings(dedup, "key", ("dedup",), ()))
         for k in key:
             if k not in names:
                 raise self.fail(("dedup", "key"), f"{k!r} is not a column")
+        return key
 
+    def postgres_schema(self, doc: dict[str, Any]) -> str:
         pg = self.get(doc, "postgres", dict, ("postgres",), {})
         self.unknown_keys(pg, ("schema",), ("postgres",))
-        schema = self.identifier(self.get(pg, "schema", str, ("postgres",), "analytics"), ("postgres", "schema"))
+        return self.identifier(self.get(pg, "schema", str, ("postgres",), "analytics"), ("postgres", "schema"))
 
+    def aggregates(self, doc: dict[str, Any], columns: tuple[Column, ...]) -> tuple[Aggregate, ...]:
+        """``[[aggregates]]``: names, tables and views each used once."""
         raw_aggs = self.get(doc, "aggregates", list, ("aggregates",), [])
         aggregates = tuple(self.aggregate(a, i, columns) for i, a in enumerate(raw_aggs))
         seen: set[str] = set()
@@ -340,19 +385,7 @@ class _Reader:
             if agg.name in seen:
                 raise self.fail(("aggregates", i, "name"), f"aggregate {agg.name!r} is defined twice")
             seen.update((agg.name, agg.table, agg.view))
-
-        return Contract(
-            dataset=name,
-            version=version,
-            columns=columns,
-            aggregates=aggregates,
-            schema=schema,
-            dialect=dialect,
-            drift=drift,
-            dedup_key=key,
-            description=self.get(ds, "description", str, ("dataset",), ""),
-            path=str(self.path),
-        )
+        return aggregates
 
     def strings(self, table: Mapping[str, Any], key: str, where: tuple[str | int, ...], default: Iterable[str]) -> list[str]:
         value = self.get(table, key, list, where, list(default))
@@ -378,48 +411,14 @@ class _Reader:
         mapping = self.get(raw, "map", dict, where, {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
             raise self.fail((*where, "map"), "expected a table of spelling = canonical strings")
-        pattern = self.get(raw, "pattern", str, where, None)
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise self.fail((*where, "pattern"), f"not a valid regular expression: {exc}") from None
-            unsupported = unsupported_regex(pattern)
-            if unsupported:
-                raise self.fail(
-                    (*where, "pattern"),
-                    f"{unsupported!r} is not supported: patterns run in polars (Rust regex), "
-                    "which has no look-around, back-references, atomic groups, possessive repeats or \\Z",
-                )
-        formats = tuple(self.strings(raw, "formats", where, ()))
-        if kind == "date" and not formats:
-            formats = ("%Y-%m-%d",)
-        if kind == "timestamp" and not formats:
-            formats = (
-                "%Y-%m-%dT%H:%M:%S%.f%z",
-                "%Y-%m-%d %H:%M:%S%.f%z",
-                "%Y-%m-%dT%H:%M:%S%.f",
-                "%Y-%m-%d %H:%M:%S%.f",
-                "%Y-%m-%d %H:%M:%S",
-                "%Y-%m-%dT%H:%M:%S",
-            )
-        if formats and kind not in ("date", "timestamp"):
-            raise self.fail((*where, "formats"), f"only date and timestamp columns take formats, not {kind}")
+        pattern = self.pattern(raw, where)
+        formats = self.formats(raw, kind, where)
         scale = self.get(raw, "scale", int, where, 2)
         if not 0 <= scale <= 18:
             raise self.fail((*where, "scale"), "must be between 0 and 18")
         if "scale" in raw and kind != "decimal":
             raise self.fail((*where, "scale"), "only decimal columns take a scale")
-        timezone = self.get(raw, "timezone", str, where, "UTC")
-        if kind == "timestamp":
-            try:
-                from zoneinfo import ZoneInfo
-
-                ZoneInfo(timezone)
-            except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-                raise self.fail((*where, "timezone"), f"unknown time zone {timezone!r}") from None
-        elif "timezone" in raw:
-            raise self.fail((*where, "timezone"), "only timestamp columns take a time zone")
+        timezone = self.timezone(raw, kind, where)
         ambiguous = self.choice(self.get(raw, "ambiguous", str, where, "reject"), AMBIGUOUS_TIMES, (*where, "ambiguous"))
         if "ambiguous" in raw and kind != "timestamp":
             raise self.fail((*where, "ambiguous"), "only timestamp columns take an ambiguous-time rule")
@@ -452,6 +451,46 @@ class _Reader:
             raise self.fail((*where, "min"), "min is greater than max")
         self.reachable(col, raw, where)
         return col
+
+    def pattern(self, raw: Mapping[str, Any], where: tuple[str | int, ...]) -> str | None:
+        """A regular expression that Python compiles and polars' Rust engine can also run."""
+        pattern: str | None = self.get(raw, "pattern", str, where, None)
+        if pattern is None:
+            return None
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise self.fail((*where, "pattern"), f"not a valid regular expression: {exc}") from None
+        unsupported = unsupported_regex(pattern)
+        if unsupported:
+            raise self.fail(
+                (*where, "pattern"),
+                f"{unsupported!r} is not supported: patterns run in polars (Rust regex), "
+                "which has no look-around, back-references, atomic groups, possessive repeats or \\Z",
+            )
+        return pattern
+
+    def formats(self, raw: Mapping[str, Any], kind: str, where: tuple[str | int, ...]) -> tuple[str, ...]:
+        """strptime formats, tried in order; dates and timestamps have ISO defaults."""
+        formats = tuple(self.strings(raw, "formats", where, ()))
+        if formats and kind not in ("date", "timestamp"):
+            raise self.fail((*where, "formats"), f"only date and timestamp columns take formats, not {kind}")
+        if formats:
+            return formats
+        return {"date": DEFAULT_DATE_FORMATS, "timestamp": DEFAULT_TIMESTAMP_FORMATS}.get(kind, ())
+
+    def timezone(self, raw: Mapping[str, Any], kind: str, where: tuple[str | int, ...]) -> str:
+        timezone: str = self.get(raw, "timezone", str, where, "UTC")
+        if kind == "timestamp":
+            try:
+                from zoneinfo import ZoneInfo
+
+                ZoneInfo(timezone)
+            except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+                raise self.fail((*where, "timezone"), f"unknown time zone {timezone!r}") from None
+        elif "timezone" in raw:
+            raise self.fail((*where, "timezone"), "only timestamp columns take a time zone")
+        return timezone
 
     def reachable(self, col: Column, raw: Mapping[str, Any], where: tuple[str | int, ...]) -> None:
         """Refuse rules that can never match: the map sees text after trimming and the case

@@ -145,79 +145,92 @@ def _bar_chart(rows: list[tuple[str, int]]) -> str:
     return "".join(parts)
 
 
+_STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:960px;color:#222;padding:0 1rem}
+h1{font-size:1.4rem;margin-bottom:.2rem} .muted{color:#777} .status{font-weight:600}
+.tiles{display:flex;gap:1rem;margin:1.2rem 0} .tile{flex:1;background:#f4f6f8;border-radius:8px;padding:.8rem 1rem}
+.tile .n{font-size:1.6rem;font-weight:700} .tile .l{color:#555}
+table{border-collapse:collapse;width:100%;margin:.6rem 0}
+td,th{border-bottom:1px solid #e3e3e3;padding:.35rem .5rem;text-align:left}
+.num{text-align:right} code{font-size:.9em}
+.error{background:#fdecea;border-left:4px solid #c0392b;padding:.8rem 1rem;margin:1rem 0}
+"""
+
+
 def html_report(manifest: dict[str, Any]) -> str:
     """A page a person would rather look at than read the JSON."""
     e = html.escape
-    c = manifest["counts"]
     src = manifest["source"]
-    quality = manifest.get("quality", {})
     status = manifest["status"]
+    balance = "✔ every row is accounted for" if _balanced(manifest["counts"]) else "✘ rows do not add up"
+    body = _html_body(manifest) if status == "succeeded" else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(manifest["dataset"])} · {e(src["blob"])}</title>
+<style>{_STYLE}</style></head><body>
+<h1>{e(manifest["dataset"])} — {e(src["blob"])}</h1>
+<div class=muted>run {e(manifest["run_id"])} · contract v{e(str(manifest.get("contract_version")))}
+ · ETag {e(str(src.get("etag", "")))} · {e(str(manifest.get("created_at", "")))}</div>
+<p class=status>Status: {e(status)}{" · " + balance if status == "succeeded" else ""}</p>
+{_html_error(manifest)}
+{body}
+</body></html>
+"""
+
+
+def _html_body(manifest: dict[str, Any]) -> str:
+    """A succeeded run: the row counts, rejects by reason, the clean columns, drift, aggregates."""
+    e = html.escape
+    c = manifest["counts"]
+    counts = (("rows read", c["rows_read"]), ("valid", c["rows_valid"]), ("rejected", c["rows_rejected"]))
     tiles = "".join(
         f"<div class=tile><div class=n>{n:,}</div><div class=l>{e(label)}</div></div>"
-        for label, n in (
-            ("rows read", c["rows_read"]),
-            ("valid", c["rows_valid"]),
-            ("rejected", c["rows_rejected"]),
-            ("duplicates", c["rows_duplicate"]),
-        )
+        for label, n in (*counts, ("duplicates", c["rows_duplicate"]))
     )
     reasons = reasons_by_code(manifest)
     chart = _bar_chart([(reason, n) for reason, n, _ in reasons[:CHART_BARS]])
-    reason_rows = "".join(
+    drift_html = "".join(f"<li>{e(d)}</li>" for d in drift_notes(manifest)) or "<li>None: the header matches the contract.</li>"
+    groups = "".join(f"<li>{e(k)}: {v:,} groups</li>" for k, v in c.get("groups", {}).items())
+    fmt = format_notes(manifest)
+    return (
+        f"<div class=tiles>{tiles}</div>\n<h2>Rejected rows by reason</h2>\n{chart}\n{_html_reasons(reasons)}\n"
+        f"<h2>Columns of the clean rows</h2>\n{_html_columns(manifest.get('quality', {}).get('columns', {}))}\n"
+        f"<h2>Schema drift</h2><ul>{drift_html}</ul>\n<h2>Aggregates</h2><ul>{groups or '<li>none</li>'}</ul>\n"
+        + (f"<h2>Source</h2><p>{e(fmt)}</p>\n" if fmt else "")
+    )
+
+
+def _html_reasons(reasons: list[tuple[str, int, list[tuple[str | None, int]]]]) -> str:
+    e = html.escape
+    rows = "".join(
         f"<tr><td><code>{e(reason)}</code></td><td>{e(col or '(whole row)')}</td><td class=num>{k:,}</td>"
         f"<td class=muted>{e(ROW_REASON_MEANINGS.get(reason, ''))}</td></tr>"
         for reason, _, cols in reasons
         for col, k in cols
     )
-    reason_table = (
-        f"<table><tr><th>reason</th><th>column</th><th class=num>rows</th><th>what it means</th></tr>{reason_rows}</table>"
-        if reason_rows
-        else ""
-    )
-    columns = quality.get("columns", {})
-    col_rows = "".join(
+    if not rows:
+        return ""
+    return f"<table><tr><th>reason</th><th>column</th><th class=num>rows</th><th>what it means</th></tr>{rows}</table>"
+
+
+def _html_columns(columns: dict[str, dict[str, Any]]) -> str:
+    e = html.escape
+    rows = "".join(
         f"<tr><td>{e(name)}</td><td>{e(_value(s.get('type')))}</td><td class=num>{s.get('nulls', 0):,}</td>"
         f"<td class=num>{s.get('null_rate', 0):.2%}</td><td>{e(_value(s.get('min')))}</td><td>{e(_value(s.get('max')))}</td></tr>"
         for name, s in columns.items()
     )
-    drift_html = "".join(f"<li>{e(d)}</li>" for d in drift_notes(manifest)) or "<li>None: the header matches the contract.</li>"
+    head = "<tr><th>column</th><th>type</th><th class=num>nulls</th><th class=num>null rate</th><th>min</th><th>max</th></tr>"
+    return f"<table>{head}{rows}</table>"
+
+
+def _html_error(manifest: dict[str, Any]) -> str:
+    """A refused file: its code, what the code means, the detail."""
     error = manifest.get("error")
-    error_html = ""
-    if error:
-        meaning = FILE_REASONS.get(error.get("code", ""), "")
-        error_html = (
-            f"<div class=error><b>{e(str(error.get('code')))}</b>: {e(meaning)}<br>{e(str(error.get('detail', '')))}"
-            "<br>The file was copied to quarantine; nothing was loaded.</div>"
-        )
-    groups = "".join(f"<li>{e(k)}: {v:,} groups</li>" for k, v in c.get("groups", {}).items())
-    balance = "✔ every row is accounted for" if _balanced(c) else "✘ rows do not add up"
-    fmt = format_notes(manifest)
-    body = (
-        f"<div class=tiles>{tiles}</div>\n<h2>Rejected rows by reason</h2>\n{chart}\n{reason_table}\n"
-        f"<h2>Columns of the clean rows</h2>\n<table><tr><th>column</th><th>type</th><th class=num>nulls</th>"
-        f"<th class=num>null rate</th><th>min</th><th>max</th></tr>{col_rows}</table>\n"
-        f"<h2>Schema drift</h2><ul>{drift_html}</ul>\n<h2>Aggregates</h2><ul>{groups or '<li>none</li>'}</ul>\n"
-        + (f"<h2>Source</h2><p>{e(fmt)}</p>\n" if fmt else "")
-        if status == "succeeded"
-        else ""
+    if not error:
+        return ""
+    e = html.escape
+    meaning = FILE_REASONS.get(error.get("code", ""), "")
+    return (
+        f"<div class=error><b>{e(str(error.get('code')))}</b>: {e(meaning)}<br>{e(str(error.get('detail', '')))}"
+        "<br>The file was copied to quarantine; nothing was loaded.</div>"
     )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(manifest["dataset"])} · {e(src["blob"])}</title>
-<style>
-body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:960px;color:#222;padding:0 1rem}}
-h1{{font-size:1.4rem;margin-bottom:.2rem}} .muted{{color:#777}} .status{{font-weight:600}}
-.tiles{{display:flex;gap:1rem;margin:1.2rem 0}} .tile{{flex:1;background:#f4f6f8;border-radius:8px;padding:.8rem 1rem}}
-.tile .n{{font-size:1.6rem;font-weight:700}} .tile .l{{color:#555}}
-table{{border-collapse:collapse;width:100%;margin:.6rem 0}}
-td,th{{border-bottom:1px solid #e3e3e3;padding:.35rem .5rem;text-align:left}}
-.num{{text-align:right}} code{{font-size:.9em}}
-.error{{background:#fdecea;border-left:4px solid #c0392b;padding:.8rem 1rem;margin:1rem 0}}
-</style></head><body>
-<h1>{e(manifest["dataset"])} — {e(src["blob"])}</h1>
-<div class=muted>run {e(manifest["run_id"])} · contract v{e(str(manifest.get("contract_version")))}
- · ETag {e(str(src.get("etag", "")))} · {e(str(manifest.get("created_at", "")))}</div>
-<p class=status>Status: {e(status)}{" · " + balance if status == "succeeded" else ""}</p>
-{error_html}
-{body}
-</body></html>
-"""

@@ -186,12 +186,44 @@ def run(
     meta = lineage.metadata(contract)
     spill = dedup.Spill(out_dir / "spill", spill_memory)
     rejects = _Rejects(plan, out_dir, lineage, meta, zstd_level)
+    totals = _pass1(plan, source, spill, rejects)
+    rows_read = totals.get("read", 0)
+    _refuse_type_drift(contract, totals)
+    outputs = Outputs(clean=out_dir / "clean", rejects=rejects.finish(), aggregates={})
+    duplicates = _Pass2(plan, spill, outputs, lineage, meta, zstd_level).run(range_rows)
+    groups = _write_aggregates(plan, out_dir, lineage, meta, outputs)
+    rows_valid = spill.rows - duplicates
+    result = Result(
+        rows_read=rows_read,
+        rows_valid=rows_valid,
+        rows_rejected=rows_read - spill.rows,
+        rows_duplicate=duplicates,
+        groups=groups,
+        rejects_by_reason=rejects.by_reason(),
+        columns=_stats_dict(contract, plan.stats.row(), rows_valid),
+        drift=plan.mapping.drift,
+        outputs=outputs,
+        seconds=time.perf_counter() - started,
+        notes={
+            "dictionary_columns": sorted(c for c, d in plan.dictionaries.items() if d.active),
+            "spilled_to_disk_bytes": spill.on_disk,
+        },
+    )
+    if not result.balanced:  # pragma: no cover - a bug, never a data problem
+        raise AssertionError(f"row accounting is off: {result}")
+    return result
+
+
+def _pass1(plan: _Plan, source: Source, spill: dedup.Spill, rejects: _Rejects) -> dict[str, int]:
+    """Parse and check every segment; valid rows to the spill, the rest to rejects. Returns the
+    counts (rows read, and per column values present and values invalid, for type drift).
+
+    One segment is parsed at a time: polars already keeps both cores busy within a segment
+    (two segments in two threads measured no faster, and 40 MiB larger). A helper thread
+    commits segment k (orders its rows by bucket into the spill, writes its rejects) while
+    this one parses and cleans segment k + 1: 3.5% faster on 10M rows."""
     totals: dict[str, int] = {}
     try:
-        # One segment parsed at a time: polars already keeps both cores busy within a segment
-        # (two segments in two threads measured no faster, and 40 MiB larger).
-        # A helper thread commits segment k (orders its rows by bucket into the spill, writes
-        # its rejects) while this one parses and cleans segment k + 1: 3.5% faster on 10M rows.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit") as helper:
             committed: Future[None] | None = None
             segments = source.segments()
@@ -213,14 +245,14 @@ def run(
                 "undecodable", "the file is not valid UTF-8; set [csv] encoding in the contract if the feed uses another one"
             ) from None
         raise
-    rows_read = totals.get("read", 0)
-    _refuse_type_drift(contract, totals)
-    outputs = Outputs(clean=out_dir / "clean", rejects=rejects.finish(), aggregates={})
-    duplicates = _pass2(plan, spill, outputs, lineage, meta, zstd_level, range_rows)
+    return totals
 
-    aggregates = plan.aggregates
+
+def _write_aggregates(plan: _Plan, out_dir: Path, lineage: Lineage, meta: dict[str, str], outputs: Outputs) -> dict[str, int]:
+    """Each aggregate's merged partials (and its distinct-value side files) as Parquet; the
+    number of groups per aggregate."""
     groups: dict[str, int] = {}
-    for agg, partials in aggregates:
+    for agg, partials in plan.aggregates:
         df, distinct = partials.result()
         path = out_dir / f"aggregate-{agg.name}.parquet"
         df.with_columns(lineage.columns()).write_parquet(path, compression="zstd", metadata=meta)
@@ -230,27 +262,7 @@ def run(
             path = out_dir / f"distinct-{name}.parquet"
             values.with_columns(lineage.columns()).write_parquet(path, compression="zstd", metadata=meta)
             outputs.distinct_values[name] = path
-
-    rows_valid = spill.rows - duplicates
-    result = Result(
-        rows_read=rows_read,
-        rows_valid=rows_valid,
-        rows_rejected=rows_read - spill.rows,
-        rows_duplicate=duplicates,
-        groups=groups,
-        rejects_by_reason=rejects.by_reason(),
-        columns=_stats_dict(contract, plan.stats.row(), rows_valid),
-        drift=plan.mapping.drift,
-        outputs=outputs,
-        seconds=time.perf_counter() - started,
-        notes={
-            "dictionary_columns": sorted(c for c, d in plan.dictionaries.items() if d.active),
-            "spilled_to_disk_bytes": spill.on_disk,
-        },
-    )
-    if not result.balanced:  # pragma: no cover - a bug, never a data problem
-        raise AssertionError(f"row accounting is off: {result}")
-    return result
+    return groups
 
 
 @dataclass
@@ -578,38 +590,73 @@ class _Rejects:
         return sorted(rows, key=lambda r: (-r["rows"], r["reason"], r["column"] is None, r["column"] or ""))
 
 
-def _pass2(
-    plan: _Plan, spill: dedup.Spill, outputs: Outputs, lineage: Lineage, meta: dict[str, str], zstd_level: int, range_rows: int
-) -> int:
+_RangeDone = tuple[int, pl.DataFrame, list[tuple[list[pl.DataFrame], Any]]]
+"""What one range of pass 2 yields: duplicates dropped, its column statistics, its partials."""
+
+
+class _Pass2:
     """De-duplicate each range of buckets, write its clean part, fold its aggregates in.
 
     Two ranges are processed at a time (polars runs without the GIL, so two Python threads keep
     both cores busy); their partials are folded in range order."""
-    folder = outputs.clean
-    folder.mkdir(parents=True, exist_ok=True)
-    tags = [frozenset(p.tag) for p in spill.pieces]  # type: ignore[arg-type]
-    slotted = frozenset.intersection(*tags) if tags else frozenset()
-    for _, aggregate in plan.aggregates:
-        aggregate.use_slots({n: d.table["value"] for n, d in plan.dictionaries.items() if n in slotted})
-    plan.stats.use_slots({n: d.table["value"] for n, d in plan.dictionaries.items() if n in slotted})
-    names = [LINE, *plan.names, *[n for _, n in plan.kept]]
-    ranges = spill.ranges(range_rows)
 
-    def one(i: int) -> tuple[int, pl.DataFrame, list[tuple[list[pl.DataFrame], Any]]]:
-        pieces = [plan.pass2_rows(frame, tag, slotted) for frame, tag in _runs(spill.read(i))]  # type: ignore[arg-type]
-        if pieces:
-            rows = pl.concat(pieces, how="vertical_relaxed")  # narrow types differ between pieces
-            clean = rows.filter(dedup.first_occurrence(rows, [plan.typed(n, slotted) for n in plan.dedup]))
-        else:
-            rows = clean = plan.empty().select(
+    def __init__(
+        self, plan: _Plan, spill: dedup.Spill, outputs: Outputs, lineage: Lineage, meta: dict[str, str], zstd_level: int
+    ) -> None:
+        self.plan, self.spill, self.outputs, self.lineage, self.meta = plan, spill, outputs, lineage, meta
+        self.zstd_level = zstd_level
+        self.folder = outputs.clean
+        tags = [frozenset(p.tag) for p in spill.pieces]  # type: ignore[arg-type]
+        self.slotted = frozenset.intersection(*tags) if tags else frozenset()
+        """Columns that every spilled piece carries as dictionary slots: pass 2 works on slots."""
+        self.names = [LINE, *plan.names, *[n for _, n in plan.kept]]
+        self.duplicates = 0
+
+    def run(self, range_rows: int) -> int:
+        """Every range, in pairs: the even one in this thread, the odd one in a helper. This
+        thread did pass 1, and its allocator arena holds the memory pass 1 let go of; a second
+        helper thread would bring an arena of its own (measured: 30-50 MiB more at the peak)."""
+        plan = self.plan
+        self.folder.mkdir(parents=True, exist_ok=True)
+        slots = {n: d.table["value"] for n, d in plan.dictionaries.items() if n in self.slotted}
+        for _, aggregate in plan.aggregates:
+            aggregate.use_slots(slots)
+        plan.stats.use_slots(slots)
+        ranges = self.spill.ranges(range_rows)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pass2") as helper:
+            for i in range(0, len(ranges), 2):
+                odd = helper.submit(self.one, i + 1) if i + 1 < len(ranges) and PASS2_THREADS > 1 else None
+                self.fold(i, self.one(i))
+                if odd is not None:
+                    self.fold(i + 1, odd.result())
+                elif i + 1 < len(ranges):
+                    self.fold(i + 1, self.one(i + 1))
+        return self.duplicates
+
+    def rows(self, i: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Range ``i``'s rows, and the first occurrence of each de-duplication key among them."""
+        plan, slotted = self.plan, self.slotted
+        pieces = [plan.pass2_rows(frame, tag, slotted) for frame, tag in _runs(self.spill.read(i))]  # type: ignore[arg-type]
+        if not pieces:
+            empty = plan.empty().select(
                 pl.col(LINE), *[pl.lit(None, pl.UInt32).alias(SLOT + n) if n in slotted else pl.col(n) for n in plan.names]
             )
-        path = folder / f"part-{i:05d}.parquet"
-        typed = clean.lazy().with_columns(plan.typed(n, slotted) for n in plan.names)
-        part = typed.select(names).with_columns(lineage.columns())
+            return empty, empty
+        rows = pl.concat(pieces, how="vertical_relaxed")  # narrow types differ between pieces
+        return rows, rows.filter(dedup.first_occurrence(rows, [plan.typed(n, slotted) for n in plan.dedup]))
+
+    def one(self, i: int) -> _RangeDone:
+        """Write range ``i``'s clean part, and compute its statistics and partial aggregates, in
+        one polars plan per output collected together."""
+        plan = self.plan
+        rows, clean = self.rows(i)
+        typed = clean.lazy().with_columns(plan.typed(n, self.slotted) for n in plan.names)
+        part = typed.select(self.names).with_columns(self.lineage.columns())
         partials = [aggregate.partial(typed, clean.height) for _, aggregate in plan.aggregates]
         plans = [
-            part.sink_parquet(path, compression="zstd", compression_level=zstd_level, metadata=meta, lazy=True),
+            part.sink_parquet(
+                self.part_path(i), compression="zstd", compression_level=self.zstd_level, metadata=self.meta, lazy=True
+            ),
             plan.stats.partial(typed, clean),
             *[p for aggregate_plans, _ in partials for p in aggregate_plans],
         ]
@@ -620,29 +667,17 @@ def _pass2(
             at += len(aggregate_plans)
         return rows.height - clean.height, frames[0], folds
 
-    duplicates = 0
-
-    def fold(i: int, done: tuple[int, pl.DataFrame, list[tuple[list[pl.DataFrame], Any]]]) -> None:
-        nonlocal duplicates
+    def fold(self, i: int, done: _RangeDone) -> None:
+        """Merge range ``i``'s results into the file's (in range order)."""
         dropped, stats, folds = done
-        duplicates += dropped
-        outputs.clean_parts.append(folder / f"part-{i:05d}.parquet")
-        plan.stats.fold(stats)
-        for (_, aggregate), (frames, arrays) in zip(plan.aggregates, folds, strict=True):
+        self.duplicates += dropped
+        self.outputs.clean_parts.append(self.part_path(i))
+        self.plan.stats.fold(stats)
+        for (_, aggregate), (frames, arrays) in zip(self.plan.aggregates, folds, strict=True):
             aggregate.fold(frames, arrays)
 
-    # Ranges in pairs: the even one in this thread, the odd one in a helper. This thread did
-    # pass 1, and its allocator arena holds the memory pass 1 let go of; a second helper
-    # thread would bring an arena of its own (measured: 30-50 MiB more at the peak).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pass2") as helper:
-        for i in range(0, len(ranges), 2):
-            odd = helper.submit(one, i + 1) if i + 1 < len(ranges) and PASS2_THREADS > 1 else None
-            fold(i, one(i))
-            if odd is not None:
-                fold(i + 1, odd.result())
-            elif i + 1 < len(ranges):
-                fold(i + 1, one(i + 1))
-    return duplicates
+    def part_path(self, i: int) -> Path:
+        return self.folder / f"part-{i:05d}.parquet"
 
 
 def _runs(pieces: Iterator[tuple[pl.DataFrame, object]]) -> Iterator[tuple[pl.DataFrame, object]]:
