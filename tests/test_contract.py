@@ -157,3 +157,35 @@ def test_the_bundled_contracts_are_in_the_format_reference_verbatim():
     embedded = [b.split("```", 1)[0] for b in blocks]
     for path in sorted((ROOT / "contracts").glob("*.toml")):
         assert path.read_text(encoding="utf-8") in embedded, f"docs/contracts.md does not show {path.name} as it is"
+
+
+@pytest.mark.parametrize(
+    ("dedup", "mode", "key", "columns"),
+    [
+        ("", "row", (), ("fare", "city")),
+        ("[dedup]\nkey = []", "row", (), ("fare", "city")),
+        ('[dedup]\nkey = ["city"]', "key", ("city",), ("city",)),
+        ('[dedup]\nmode = "none"', "none", (), ("fare", "city")),
+        ('[dedup]\nmode = "row"', "row", (), ("fare", "city")),
+        ('[dedup]\nmode = "key"\nkey = ["city"]', "key", ("city",), ("city",)),
+    ],
+)
+def test_dedup_is_a_contract_choice_and_older_contracts_keep_their_meaning(tmp_path, dedup, mode, key, columns):
+    c = load_contract(write(tmp_path, MINIMAL.replace("[[columns]]", f"{dedup}\n\n[[columns]]", 1)))
+    assert (c.dedup_mode, c.dedup_key, c.dedup_columns, c.deduplicates) == (mode, key, columns, mode != "none")
+
+
+@pytest.mark.parametrize(
+    ("dedup", "message"),
+    [
+        ('[dedup]\nmode = "key"', 'mode = "key" needs the key columns'),
+        ('[dedup]\nmode = "none"\nkey = ["city"]', 'a key means nothing under mode = "none"'),
+        ('[dedup]\nmode = "rows"', "'rows' is not one of none, row, key"),
+        ('[dedup]\nmode = "key"\nkey = ["city", "city"]', "names a column twice"),
+    ],
+)
+def test_a_dedup_section_that_cannot_mean_what_it_says_is_refused_at_its_line(tmp_path, dedup, message):
+    path = write(tmp_path, MINIMAL.replace("[[columns]]", f"{dedup}\n\n[[columns]]", 1))
+    with pytest.raises(ContractError) as err:
+        load_contract(path)
+    assert message in str(err.value) and err.value.line is not None

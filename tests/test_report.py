@@ -128,3 +128,26 @@ def test_every_reason_code_has_words_for_a_person():
     assert set(ROW_REASON_MEANINGS) == set(ROW_REASONS)
     assert all(len(v) > 20 for v in ROW_REASON_MEANINGS.values())
     assert {"empty_file", "missing_columns", "not_csv", "undecodable", "unknown_dataset"} <= set(FILE_REASONS)
+
+
+def test_a_high_share_of_duplicates_is_said_out_loud_with_the_rule_that_dropped_them(tmp_path):
+    repeated = HEADER + b"1/1/2022,RETAIL,Goa,5,1\n" * 8 + b"1/2/2022,RETAIL,Goa,6,1\n" * 2
+    doc, store = run(tmp_path, "bank_transactions/repeats.csv", repeated)
+    assert doc["counts"]["rows_duplicate"] == 8
+    text = report.text_summary(doc)
+    assert '8 of 10 rows (80.0%) were dropped as duplicates under [dedup] mode = "row"' in text
+    assert 'set [dedup] mode = "none"' in text and "WARNING" in text
+    assert "were dropped as duplicates" in page(store, doc)
+
+
+def test_a_few_duplicates_and_a_file_with_valid_rows_raise_no_warning(tmp_path):
+    doc, _ = run(tmp_path, "bank_transactions/day.csv", DIRTY)  # 1 duplicate of 7 rows is 14%: loud
+    assert report.count_warnings(doc)
+    quiet = HEADER + b"".join(b"1/%d/2022,RETAIL,Goa,%d,1\n" % (i % 28 + 1, i) for i in range(40)) + b"1/1/2022,RETAIL,Goa,0,1\n"
+    doc, _ = run(tmp_path, "bank_transactions/quiet.csv", quiet)
+    assert doc["counts"]["rows_duplicate"] == 1 and report.count_warnings(doc) == []
+
+
+def test_a_file_that_yields_no_valid_row_says_so(tmp_path):
+    doc, _ = run(tmp_path, "bank_transactions/bad.csv", HEADER + b"1/1/2022,RETAIL,Goa,x,1\n")
+    assert report.count_warnings(doc) == ["no row was valid: this file adds nothing to the aggregates (see the rejects)"]

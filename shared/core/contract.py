@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 """Dataset, column, table and view names: lower-case, PostgreSQL-safe, no quoting surprises."""
@@ -28,6 +28,10 @@ ENCODINGS = ("auto", "utf-8", "utf-16", "cp1252", "latin-1")
 EXTRA_POLICIES = ("discard", "keep", "reject_file")
 MISSING_POLICIES = ("allow", "reject_file")
 AMBIGUOUS_TIMES = ("reject", "earliest", "latest")
+DEDUP_MODES = ("none", "row", "key")
+"""``none``: every valid row is kept, repeats included; ``row``: exact duplicate rows (after
+cleaning) are kept once; ``key``: the first valid row of each ``key`` is kept."""
+DedupMode = Literal["none", "row", "key"]
 
 # polars runs a column's pattern with Rust's regex engine, which has no look-around and no
 # back-references: a pattern Python accepts could still fail at the first file. These are
@@ -150,6 +154,7 @@ class Contract:
     dialect: Dialect = Dialect()
     drift: Drift = Drift()
     dedup_key: tuple[str, ...] = ()
+    dedup_mode: DedupMode = "row"
     description: str = ""
     path: str = ""
 
@@ -161,7 +166,13 @@ class Contract:
 
     @property
     def dedup_columns(self) -> tuple[str, ...]:
-        return self.dedup_key or tuple(c.name for c in self.columns)
+        """The columns whose values make two rows the same: the key, or the whole row (also
+        under ``none``, where they only decide which rows pass 2 reads together)."""
+        return self.dedup_key if self.dedup_mode == "key" else tuple(c.name for c in self.columns)
+
+    @property
+    def deduplicates(self) -> bool:
+        return self.dedup_mode != "none"
 
 
 def normalise_header(name: str) -> str:
@@ -288,7 +299,7 @@ class _Reader:
         dialect, null_values = self.dialect(doc)
         drift = self.drift(doc)
         columns = self.columns(doc, null_values)
-        dedup_key = self.dedup_key(doc, [c.name for c in columns])
+        dedup_mode, dedup_key = self.dedup(doc, [c.name for c in columns])
         schema = self.postgres_schema(doc)
         return Contract(
             dataset=name,
@@ -299,6 +310,7 @@ class _Reader:
             dialect=dialect,
             drift=drift,
             dedup_key=dedup_key,
+            dedup_mode=dedup_mode,
             description=self.get(ds, "description", str, ("dataset",), ""),
             path=str(self.path),
         )
@@ -359,14 +371,24 @@ class _Reader:
                 raise self.fail(("columns", i, "source"), f"source header {col.source!r} is used by two columns")
         return columns
 
-    def dedup_key(self, doc: dict[str, Any], names: list[str]) -> tuple[str, ...]:
+    def dedup(self, doc: dict[str, Any], names: list[str]) -> tuple[DedupMode, tuple[str, ...]]:
+        """``[dedup]``: ``mode`` and, for ``key``, the key. Without ``mode`` (contracts written
+        before it existed) a non-empty ``key`` means ``key`` and an empty one ``row``."""
         dedup = self.get(doc, "dedup", dict, ("dedup",), {})
-        self.unknown_keys(dedup, ("key",), ("dedup",))
+        self.unknown_keys(dedup, ("mode", "key"), ("dedup",))
         key = tuple(self.strings(dedup, "key", ("dedup",), ()))
         for k in key:
             if k not in names:
                 raise self.fail(("dedup", "key"), f"{k!r} is not a column")
-        return key
+        if len(set(key)) != len(key):
+            raise self.fail(("dedup", "key"), "names a column twice")
+        default = "key" if key else "row"
+        mode = cast(DedupMode, self.choice(self.get(dedup, "mode", str, ("dedup",), default), DEDUP_MODES, ("dedup", "mode")))
+        if mode == "key" and not key:
+            raise self.fail(("dedup", "key"), 'mode = "key" needs the key columns, e.g. key = ["order_id"]')
+        if mode != "key" and key:
+            raise self.fail(("dedup", "key"), f'a key means nothing under mode = "{mode}": remove it, or use mode = "key"')
+        return mode, key
 
     def postgres_schema(self, doc: dict[str, Any]) -> str:
         pg = self.get(doc, "postgres", dict, ("postgres",), {})

@@ -70,7 +70,12 @@ def of_transform(result: Result, src: Source) -> dict[str, Any]:
             "rows_duplicate": result.rows_duplicate,
             "groups": result.groups,
         },
-        "quality": {"rejects_by_reason": result.rejects_by_reason, "columns": result.columns, "drift": result.drift},
+        "quality": {
+            "rejects_by_reason": result.rejects_by_reason,
+            "columns": result.columns,
+            "drift": result.drift,
+            "dedup": result.dedup,
+        },
         "source_format": {
             "encoding": src.encoding,
             "compressed": src.compressed,

@@ -77,6 +77,34 @@ def _balanced(c: dict[str, Any]) -> bool:
     return c["rows_read"] == c["rows_valid"] + c["rows_rejected"] + c["rows_duplicate"]
 
 
+DUPLICATE_WARNING_SHARE = 0.05
+"""Above this share of the rows read, duplicates are worth a person's look: a feed whose lines
+legitimately repeat (one item per line) would lose them under row de-duplication."""
+
+
+def count_warnings(manifest: dict[str, Any]) -> list[str]:
+    """Counts that should surprise a user, said out loud: many duplicates, nothing valid."""
+    c = manifest.get("counts") or {}
+    read = c.get("rows_read") or 0
+    if manifest.get("status") != "succeeded":
+        return []
+    if not read:
+        return ["the file has no data rows: nothing was added"]
+    out = []
+    dup = c.get("rows_duplicate") or 0
+    if dup > DUPLICATE_WARNING_SHARE * read:
+        dedup = manifest.get("quality", {}).get("dedup") or {}
+        mode, key = dedup.get("mode", "row"), dedup.get("key") or []
+        rule = f'mode = "key", key = {key}' if mode == "key" else f'mode = "{mode}" (whole rows)'
+        out.append(
+            f"{dup:,} of {read:,} rows ({dup / read:.1%}) were dropped as duplicates under [dedup] {rule}: "
+            'if these repeats are real rows (one item per line), set [dedup] mode = "none" in the contract'
+        )
+    if not c.get("rows_valid"):
+        out.append("no row was valid: this file adds nothing to the aggregates (see the rejects)")
+    return out
+
+
 # --- text ---------------------------------------------------------------------------------------
 
 
@@ -98,6 +126,7 @@ def text_summary(manifest: dict[str, Any]) -> str:
         f"  rows read {c['rows_read']:,} = valid {c['rows_valid']:,} + rejected {c['rows_rejected']:,}"
         f" + duplicate {c['rows_duplicate']:,}" + ("" if _balanced(c) else "  (does NOT add up)")
     )
+    lines.extend(f"  WARNING: {w}" for w in count_warnings(manifest))
     for name, n in c.get("groups", {}).items():
         lines.append(f"  aggregate {name}: {n:,} groups")
     reasons = reasons_by_code(manifest)
@@ -189,10 +218,11 @@ def _html_body(manifest: dict[str, Any]) -> str:
     reasons = reasons_by_code(manifest)
     chart = _bar_chart([(reason, n) for reason, n, _ in reasons[:CHART_BARS]])
     drift_html = "".join(f"<li>{e(d)}</li>" for d in drift_notes(manifest)) or "<li>None: the header matches the contract.</li>"
+    warnings = "".join(f"<div class=error><b>Warning</b>: {e(w)}</div>" for w in count_warnings(manifest))
     groups = "".join(f"<li>{e(k)}: {v:,} groups</li>" for k, v in c.get("groups", {}).items())
     fmt = format_notes(manifest)
     return (
-        f"<div class=tiles>{tiles}</div>\n<h2>Rejected rows by reason</h2>\n{chart}\n{_html_reasons(reasons)}\n"
+        f"<div class=tiles>{tiles}</div>\n{warnings}<h2>Rejected rows by reason</h2>\n{chart}\n{_html_reasons(reasons)}\n"
         f"<h2>Columns of the clean rows</h2>\n{_html_columns(manifest.get('quality', {}).get('columns', {}))}\n"
         f"<h2>Schema drift</h2><ul>{drift_html}</ul>\n<h2>Aggregates</h2><ul>{groups or '<li>none</li>'}</ul>\n"
         + (f"<h2>Source</h2><p>{e(fmt)}</p>\n" if fmt else "")

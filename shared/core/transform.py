@@ -101,6 +101,8 @@ class Result:
     outputs: Outputs
     seconds: float
     notes: dict[str, Any] = field(default_factory=dict)
+    dedup: dict[str, Any] = field(default_factory=dict)
+    """The contract's ``[dedup]`` this file was de-duplicated under: ``mode`` and ``key``."""
 
     @property
     def balanced(self) -> bool:
@@ -208,6 +210,7 @@ def run(
             "dictionary_columns": sorted(c for c, d in plan.dictionaries.items() if d.active),
             "spilled_to_disk_bytes": spill.on_disk,
         },
+        dedup={"mode": contract.dedup_mode, "key": list(contract.dedup_key)},
     )
     if not result.balanced:  # pragma: no cover - a bug, never a data problem
         raise AssertionError(f"row accounting is off: {result}")
@@ -643,6 +646,8 @@ class _Pass2:
             )
             return empty, empty
         rows = pl.concat(pieces, how="vertical_relaxed")  # narrow types differ between pieces
+        if not plan.contract.deduplicates:
+            return rows, rows  # [dedup] mode = "none": repeats are rows of their own
         return rows, rows.filter(dedup.first_occurrence(rows, [plan.typed(n, slotted) for n in plan.dedup]))
 
     def one(self, i: int) -> _RangeDone:
