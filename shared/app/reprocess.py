@@ -5,7 +5,8 @@ with the ledger and re-queues, in a bounded batch, each blob version that:
 
 * has no ledger row at all (its event was missed, or it replaced an earlier version);
 * failed, and has waited out its back-off (1 h, 2 h, 4 h, … capped at a day);
-* was loaded or refused under an older contract version than the current one.
+* was loaded or refused under an older contract version than the current one;
+* was refused ``unknown_dataset`` and its dataset has a contract now (``contract_added``).
 
 A version that landed in the last ``grace`` minutes is left alone: its event is probably still
 on its way. Two timers firing together do no double work: the plan is made under a
@@ -132,11 +133,17 @@ def _reason(
     status = row["status"]
     if status in (ledger.LOADED, ledger.REJECTED):
         contract = contracts.get(row["dataset"])
-        if contract and row["contract_version"] is not None and row["contract_version"] < contract.version:
-            if requeued and requeued > now - backoff(row.get("requeues") or 1):
-                return "backing_off"
-            return "old_contract"
-        return None
+        if contract is None:
+            return None
+        if row["contract_version"] is not None and row["contract_version"] < contract.version:
+            reason = "old_contract"
+        elif status == ledger.REJECTED and row.get("error_code") == "unknown_dataset":
+            reason = "contract_added"  # refused before its contract existed
+        else:
+            return None
+        if requeued and requeued > now - backoff(row.get("requeues") or 1):
+            return "backing_off"
+        return reason
     if status in (ledger.SUPERSEDED, ledger.REMOVED):
         return None
     # failed, or queued and never heard of again

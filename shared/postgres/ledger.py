@@ -223,7 +223,7 @@ def record_failure(conn: Connection, schema: str, manifest: Manifest, code: str,
 def all_rows(conn: Connection, schema: str, dataset: str | None = None) -> list[dict[str, Any]]:
     """Every ledger row (of one dataset), the small columns only: for the nightly scan."""
     query = sql.SQL(
-        "SELECT source_blob, source_etag, dataset, status, contract_version, attempts, updated_at, "
+        "SELECT source_blob, source_etag, dataset, status, contract_version, error_code, attempts, updated_at, "
         "requeued_at, requeues, source_last_modified FROM {}"
     ).format(table(schema))
     cur = conn.execute(query + sql.SQL(" WHERE dataset = %s"), (dataset,)) if dataset else conn.execute(query)
