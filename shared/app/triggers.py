@@ -19,16 +19,26 @@ from shared.core import documents, layout
 
 log = logging.getLogger("pipeline.triggers")
 
-CONTRACTS = contracts.load()
+CONTRACTS = contracts.Registry()
 logs.protect()
 telemetry.configure()
 
 
 @cache
 def _store() -> Any:
-    from shared.storage.blobs import BlobStore
+    """The data account, with what the functions write to made sure of, once per process.
 
-    return BlobStore()
+    The host creates only its triggers' container and queues; ``curated``, ``quarantine``,
+    the queues the functions send to themselves and their poison queues may not exist on a
+    fresh account (one where someone created ``raw`` by hand). Seven idempotent requests on
+    the first invocation, none after."""
+    from shared.storage.blobs import BlobStore
+    from shared.storage.queues import QueueSender
+
+    store = BlobStore()
+    store.ensure_containers(layout.CONTAINERS)
+    QueueSender(encoding=settings.message_encoding()).ensure_queues(layout.QUEUES)
+    return store
 
 
 @cache
@@ -101,6 +111,7 @@ def _park(queue: str, body: str, refusal: documents.DocumentRefused) -> None:
     from shared.storage.queues import QueueSender
 
     poison = layout.poison_queue(queue)
+    _store()  # the poison queue exists once the store is built
     QueueSender(encoding=settings.message_encoding()).send(poison, body)
     log.error(
         "refused a message on %s: %s (%s); moved to %s", queue, refusal.code, refusal.detail, poison,

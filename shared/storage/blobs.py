@@ -83,8 +83,15 @@ class BlobStore:
         return self._blob(container, name).download_blob().readall()
 
     def list(self, container: str, prefix: str = "") -> Iterator[BlobInfo]:
-        for b in self.service.get_container_client(container).list_blobs(name_starts_with=prefix or None):
-            yield BlobInfo(container, b.name, b.etag, b.last_modified, b.size)
+        """The blobs under ``prefix``; none when the container does not exist (a fresh account)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            for b in self.service.get_container_client(container).list_blobs(name_starts_with=prefix or None):
+                yield BlobInfo(container, b.name, b.etag, b.last_modified, b.size)
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) != "ContainerNotFound":
+                raise
 
     def delete(self, container: str, name: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -102,13 +109,21 @@ class BlobStore:
         self._blob(*dst).upload_blob(_Reader(data), length=size, overwrite=True)
 
     def ensure_containers(self, names: tuple[str, ...]) -> None:
-        from azure.core.exceptions import ResourceExistsError
+        """Create each container that does not exist yet (one request each; 409 means it does).
+
+        An identity that may write blobs but not create containers (a narrower role than
+        Storage Blob Data Contributor) gets a 403: the containers are then assumed to exist,
+        as the Bicep creates them, and the first write says so if they do not."""
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
         for name in names:
             try:
                 self.service.create_container(name)
             except ResourceExistsError:
                 pass
+            except HttpResponseError as exc:
+                if exc.status_code != 403:
+                    raise
 
 
 class _Reader:

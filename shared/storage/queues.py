@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from shared.core.layout import poison_queue
 from shared.storage import accounts
 
 __all__ = ["QueueSender", "decode_message", "encode_message"]
@@ -43,11 +44,14 @@ class QueueSender:
 
     def ensure_queues(self, names: tuple[str, ...]) -> None:
         """Each queue and its ``-poison`` twin (the host makes those only when it first needs them)."""
-        from azure.core.exceptions import ResourceExistsError
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
         for name in names:
-            for queue in (name, f"{name}-poison"):
+            for queue in (name, poison_queue(name)):
                 try:
                     self.service.create_queue(queue)
                 except ResourceExistsError:
                     pass
+                except HttpResponseError as exc:
+                    if exc.status_code != 403:  # may send but not create: assume the Bicep made it
+                        raise

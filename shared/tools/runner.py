@@ -175,7 +175,10 @@ class LocalHost:
         return self._services[connection]
 
     def prepare(self) -> None:
-        """Create what the host would find or create: trigger containers and queues, poison queues."""
+        """Create what the host creates: its triggers' containers and queues (and their poison
+        queues, which the host makes when it first needs them). Nothing a function writes to
+        itself: on a fresh account, ``curated`` and ``quarantine`` are the app's to create.
+        Output-binding queues are created on their first message, as the host's binding does."""
         from azure.core.exceptions import ResourceExistsError
 
         for spec in self.specs:
@@ -189,9 +192,6 @@ class LocalHost:
             elif spec.kind == "queueTrigger":
                 for queue in (spec.trigger["queueName"], spec.trigger["queueName"] + "-poison"):
                     _create(queues.create_queue, queue)
-            for out in spec.outputs:
-                if out["type"] == "queue":
-                    _create(self.services(out["connection"])[1].create_queue, out["queueName"])
             for name in names:
                 try:
                     blobs.create_container(name)
@@ -458,9 +458,21 @@ class LocalHost:
             queue = self.services(binding["connection"])[1].get_queue_client(binding["queueName"])
             for item in value if isinstance(value, list) else [value]:
                 text = item.decode("utf-8") if isinstance(item, bytes) else str(item)
-                queue.send_message(queues.encode_message(text, settings.message_encoding()))
+                _send_creating(queue, queues.encode_message(text, settings.message_encoding()))
         self.on_event(f"  {spec.name}: {label} done in {time.perf_counter() - started:.2f} s")
         return True
+
+
+def _send_creating(queue: Any, body: str) -> None:
+    """Send, creating the queue first if it does not exist: what the host's queue output
+    binding does (the WebJobs SDK adds the message and creates the queue if needed)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        queue.send_message(body)
+    except ResourceNotFoundError:
+        _create(lambda _name: queue.create_queue(), queue.queue_name)
+        queue.send_message(body)
 
 
 def _create(create: Callable[[str], Any], name: str) -> None:
