@@ -266,3 +266,16 @@ def test_every_arrival_form_lands_in_postgresql_as_the_same_rows(services, tmp_p
     for _ in range(len(forms) - 1):
         total = total.add(expected)
     assert view_rows(dsn) == total.view_rows()
+
+
+def test_a_stray_nul_byte_in_a_small_file_is_removed_and_counted_not_taken_for_binary():
+    src = source.open_source(iter([b"a,b\n1\x00,2\n"]), delimiter=",", quote='"', encoding="auto", chunk_bytes=1 << 20)
+    assert b"".join(src.segments()) == b"1,2\n"
+    assert src.notes == {"nul_bytes_removed": 1}
+
+
+@pytest.mark.parametrize("bom", [b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf\r\n"])
+def test_a_file_of_only_a_byte_order_mark_is_empty_not_binary(bom):
+    with pytest.raises(FileRefused) as refused:
+        source.open_source(iter([bom]), delimiter=",", quote='"', encoding="auto", chunk_bytes=1 << 20)
+    assert refused.value.code == "empty_file"

@@ -114,7 +114,7 @@ def open_source(
     stream: _Peekable = _peekable(_gunzip(raw)) if compressed else raw
 
     sample = stream.peek(SAMPLE_BYTES)
-    if not sample.strip(b" \t\r\n\x00"):
+    if not _without_bom(sample).strip(b" \t\r\n\x00"):
         raise FileRefused("empty_file", "the file holds no data" if not sample else "the file holds only blank space")
     enc = _detect_encoding(sample, encoding)
     if not enc.startswith("utf-16"):
@@ -279,13 +279,23 @@ def _looks_utf16(sample: bytes) -> str | None:
     return None
 
 
+def _without_bom(sample: bytes) -> bytes:
+    for bom in (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"):
+        if sample.startswith(bom):
+            return sample[len(bom) :]
+    return sample
+
+
 def _refuse_binary(sample: bytes) -> None:
     if sample.startswith(BINARY_MAGIC):
         raise FileRefused("not_csv", "the file is a binary format (its first bytes are a known file signature)")
     probe = sample[:65536]
-    control = sum(probe.count(bytes([b])) for b in (*range(0, 9), 11, 12, *range(14, 32)))
-    if control > 0.05 * len(probe):
-        raise FileRefused("not_csv", f"the file looks binary: {control} of its first {len(probe)} bytes are control characters")
+    nul = probe.count(0)  # a stray NUL is removed and counted; many of them make a binary file
+    control = sum(probe.count(bytes([b])) for b in (*range(1, 9), 11, 12, *range(14, 32)))
+    if control > 0.05 * len(probe) or (nul > 0.05 * len(probe) and nul > 8):
+        raise FileRefused(
+            "not_csv", f"the file looks binary: {control + nul} of its first {len(probe)} bytes are control characters"
+        )
 
 
 def _decode_sample(sample: bytes, encoding: str) -> str:
