@@ -48,6 +48,8 @@ COVERAGE = 0.95  # a type is proposed when at least this share of the sampled va
 
 INTEGER = r"^[+-]?\d+$"
 DECIMAL = r"^[+-]?(?:\d+\.?\d*|\.\d+)$"
+LEADING_ZERO = r"^[+-]?0\d"  # 02134, 007, -05, 00.5; not 0, 0.5 or -0.25
+NUMBERS = ("integer", "decimal", "float")
 
 
 @dataclass
@@ -233,6 +235,7 @@ def _shape_pattern(values: pl.Series) -> str | None:
 
 
 def infer_column(header: str, name: str, raw: pl.Series, null_tokens: set[str]) -> ColumnDraft:
+    """What the sampled values of one column say: required or not, a type, and the rules that fit."""
     col = ColumnDraft(header=source_name(header), name=name)
     text = raw.str.strip_chars()
     missing = text.is_null() | text.is_in(["", *null_tokens])
@@ -248,38 +251,79 @@ def infer_column(header: str, name: str, raw: pl.Series, null_tokens: set[str]) 
     if n == 0:
         col.notes.append("every sampled value is empty: the type is a guess")
         return col
-    lowered = values.str.to_lowercase()
-    if _share(values.str.contains(INTEGER), n) >= COVERAGE:
-        as_int = values.cast(pl.Int64, strict=False)
-        col.type = "integer"
-        if set(values.unique().to_list()) <= {"0", "1"}:
-            col.notes.append("only 0 and 1 seen: a boolean with true_values = ['1'] and false_values = ['0']?")
-        col.notes.append(f"seen: {as_int.min()} … {as_int.max()}")
-    elif _share(lowered.is_in([*DEFAULT_TRUE, *DEFAULT_FALSE]), n) >= COVERAGE:
+    kind = _value_kind(values, n)
+    if kind in NUMBERS and _keeps_leading_zeros(col, values, kind):
+        _string_rules(col, values)
+    elif kind == "integer":
+        _integer(col, values)
+    elif kind == "boolean":
         col.type = "boolean"
         col.notes.append(f"seen: {', '.join(sorted(values.unique().to_list())[:8])}")
-    elif _share(values.str.contains(DECIMAL), n) >= COVERAGE:
-        places = values.str.extract(r"\.(\d*)$").str.len_chars().max() or 0
-        if int(places) <= 9:  # type: ignore[arg-type]
-            col.type, col.scale = "decimal", max(int(places), 0)  # type: ignore[arg-type]
-            col.notes.append(f"guess: decimal with scale {col.scale}, the most places seen; a value with more is refused")
-        else:
-            col.type = "float"
-        as_float = values.cast(pl.Float64, strict=False)
-        low, high = as_float.arg_min(), as_float.arg_max()
-        if low is not None and high is not None:
-            col.notes.append(f"seen: {values[low]} … {values[high]}")
-    elif _share(values.cast(pl.Float64, strict=False).is_finite().fill_null(False), n) >= COVERAGE:
+    elif kind == "decimal":
+        _decimal(col, values)
+    elif kind == "float":
         col.type = "float"
-    else:
-        _temporal_or_string(col, values, n)
+    elif not _temporal(col, values, n):
+        _string_rules(col, values)
     bad = n - int(_fits(col, values).sum())
     if bad:
         col.notes.append(f"{bad:,} sampled value(s) do not fit and would be rejected, e.g. {_examples(col, values)}")
     return col
 
 
-def _temporal_or_string(col: ColumnDraft, values: pl.Series, n: int) -> None:
+def _value_kind(values: pl.Series, n: int) -> str | None:
+    """The number or boolean type (nearly) every value reads as, tried narrowest first; else None."""
+    if _share(values.str.contains(INTEGER), n) >= COVERAGE:
+        return "integer"
+    if _share(values.str.to_lowercase().is_in([*DEFAULT_TRUE, *DEFAULT_FALSE]), n) >= COVERAGE:
+        return "boolean"
+    if _share(values.str.contains(DECIMAL), n) >= COVERAGE:
+        return "decimal"
+    if _share(values.cast(pl.Float64, strict=False).is_finite().fill_null(False), n) >= COVERAGE:
+        return "float"
+    return None
+
+
+def _keeps_leading_zeros(col: ColumnDraft, values: pl.Series, kind: str) -> bool:
+    """A number column written with leading zeros (ZIP, FIPS, account numbers) stays text: as a
+    number ``02134`` would be stored as 2134, and the zero is gone for good; a string can still
+    be cast later. ``0`` itself, ``0.5`` and ``-0.25`` have no leading zero; ``-07`` and ``00.5`` do."""
+    padded = values.filter(values.str.contains(LEADING_ZERO))
+    if padded.is_empty():
+        return False
+    noun = "integers" if kind == "integer" else "numbers"
+    col.notes.append(
+        f"guess: string, not {kind}: {len(padded):,} of {len(values):,} sampled values have a leading zero "
+        f"(e.g. {', '.join(repr(v) for v in padded.unique(maintain_order=True).head(3).to_list())}); "
+        f"as {noun} they would lose it"
+    )
+    return True
+
+
+def _integer(col: ColumnDraft, values: pl.Series) -> None:
+    as_int = values.cast(pl.Int64, strict=False)
+    col.type = "integer"
+    if set(values.unique().to_list()) <= {"0", "1"}:
+        col.notes.append("only 0 and 1 seen: a boolean with true_values = ['1'] and false_values = ['0']?")
+    col.notes.append(f"seen: {as_int.min()} … {as_int.max()}")
+
+
+def _decimal(col: ColumnDraft, values: pl.Series) -> None:
+    """An exact decimal with the most places seen as its scale; a float past 9 places."""
+    places = values.str.extract(r"\.(\d*)$").str.len_chars().max() or 0
+    if int(places) <= 9:  # type: ignore[arg-type]
+        col.type, col.scale = "decimal", max(int(places), 0)  # type: ignore[arg-type]
+        col.notes.append(f"guess: decimal with scale {col.scale}, the most places seen; a value with more is refused")
+    else:
+        col.type = "float"
+    as_float = values.cast(pl.Float64, strict=False)
+    low, high = as_float.arg_min(), as_float.arg_max()
+    if low is not None and high is not None:
+        col.notes.append(f"seen: {values[low]} … {values[high]}")
+
+
+def _temporal(col: ColumnDraft, values: pl.Series, n: int) -> bool:
+    """Type the column as a timestamp or a date when formats read (nearly) every value."""
     for kind, candidates in (("timestamp", TIMESTAMP_FORMATS), ("date", DATE_FORMATS)):
         formats, unread = _formats(values, candidates, kind)
         if formats and (n - unread) / n >= COVERAGE:
@@ -294,8 +338,14 @@ def _temporal_or_string(col: ColumnDraft, values: pl.Series, n: int) -> None:
                 )
             if any(f.startswith(("%m/%d", "%d/%m", "%m-%d", "%d-%m")) for f in formats):
                 col.notes.append("guess: day and month order; check a date after the 12th of a month")
-            return
+            return True
+    return False
+
+
+def _string_rules(col: ColumnDraft, values: pl.Series) -> None:
+    """A string column's case rule, and an allowed list or a pattern when the sample shows one."""
     distinct = values.unique()
+    n = len(values)
     upper = values.str.to_uppercase()
     mixed_case = upper.n_unique() < distinct.len()
     if mixed_case:
