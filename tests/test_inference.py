@@ -75,3 +75,62 @@ def test_infer_types_numbers_as_strings_only_when_a_leading_zero_would_be_lost(t
     text, contract = drafted(path, tmp_path)
     assert contract.column("n").type == expected
     assert ("leading zero" in text) == (expected == "string")
+
+
+# --- rules that would reject sampled values ------------------------------------------------------
+
+
+def uncommented(text: str, rule: str) -> str:
+    """The draft with its commented-out ``rule`` line put in force, as a person would."""
+    return "\n".join(line[2:] if line.startswith(f"# {rule} = ") else line for line in text.splitlines()) + "\n"
+
+
+def rejected(tmp_path: Path, path: Path, toml: str) -> int:
+    contract_path = tmp_path / "in_force.toml"
+    contract_path.write_text(toml, encoding="utf-8")
+    result = transform_bytes(path.read_bytes(), tmp_path / "run", contract=load_contract(contract_path))
+    assert result.rows_read == result.rows_valid + result.rows_rejected + result.rows_duplicate
+    return result.rows_rejected
+
+
+def test_infer_offers_a_pattern_that_would_reject_sampled_values_only_as_a_comment(tmp_path):
+    odd = {i * 277 for i in range(18)}  # 18 real values of another shape, spread through the file
+    rows = [[f"{'XY-9' if i in odd else 'AB'}{i:04d}", str(i % 7)] for i in range(5_000)]
+    path = write_csv(tmp_path / "codes.csv", ["ref", "n"], rows)
+    text, contract = drafted(path, tmp_path)
+    assert contract.column("ref").pattern is None  # not a rule: it would refuse real rows
+    line = next(x for x in text.splitlines() if x.startswith("# pattern = "))
+    assert line.startswith('# pattern = "[A-Z]{2}\\\\d{4}"   # would reject 18 of 5,000 sampled values, e.g. ')
+    assert "'XY-90000'" in line
+    assert rejected(tmp_path, path, text) == 0
+    assert rejected(tmp_path, path, uncommented(text, "pattern")) == 18  # the count the comment gave
+
+
+def test_infer_applies_a_pattern_that_every_sampled_value_fits(tmp_path):
+    rows = [[f"T{i:09d}"] for i in range(500)]
+    path = write_csv(tmp_path / "ids.csv", ["trip"], rows)
+    text, contract = drafted(path, tmp_path)
+    assert contract.column("trip").pattern == "[A-Z]\\d{9}"
+    assert "# guess: the shape of every sampled value" in column_block(text, "trip")
+    assert "would reject" not in text
+
+
+def test_infer_offers_the_commonest_values_as_an_allowed_list_only_as_a_comment_when_others_occur(tmp_path):
+    rare = [f"typo{i}" for i in range(30)]  # 30 values seen once each, among 1,000
+    rows = [[rare[i // 33] if i % 33 == 0 and i // 33 < 30 else ["red", "green", "blue"][i % 3]] for i in range(1_000)]
+    path = write_csv(tmp_path / "colours.csv", ["colour"], rows)
+    text, contract = drafted(path, tmp_path)
+    assert contract.column("colour").allowed == ()
+    assert "# guess: the 3 commonest of the 33 values seen, 97.0% of the sampled values" in column_block(text, "colour")
+    assert '# allowed = ["blue", "green", "red"]   # would reject 30 of 1,000 sampled values, e.g. ' in text
+    assert rejected(tmp_path, path, text) == 0
+    assert rejected(tmp_path, path, uncommented(text, "allowed")) == 30
+
+
+def test_infer_applies_an_allowed_list_when_the_sample_holds_only_those_values(tmp_path):
+    rows = [[["Goa", "GOA", "Pune"][i % 3]] for i in range(90)]
+    path = write_csv(tmp_path / "cities.csv", ["city"], rows)
+    text, contract = drafted(path, tmp_path)
+    assert (contract.column("city").case, contract.column("city").allowed) == ("upper", ("GOA", "PUNE"))
+    assert "would reject" not in text
+    assert rejected(tmp_path, path, text) == 0

@@ -53,8 +53,19 @@ NUMBERS = ("integer", "decimal", "float")
 
 
 @dataclass
+class Misfit:
+    """The sampled values a proposed rule would reject: how many, and the first few."""
+
+    count: int
+    examples: list[str]
+
+
+@dataclass
 class ColumnDraft:
-    """What the sample says about one column, and the rules proposed for it."""
+    """What the sample says about one column, and the rules proposed for it.
+
+    ``allowed`` and ``pattern`` are proposals; one listed in ``misfits`` would reject values the
+    sample itself holds, and is rendered commented out with the count, never as a rule."""
 
     header: str
     name: str
@@ -66,6 +77,8 @@ class ColumnDraft:
     case: str | None = None
     allowed: list[str] = field(default_factory=list)
     pattern: str | None = None
+    sampled: int = 0  # non-empty values in the sample
+    misfits: dict[str, Misfit] = field(default_factory=dict)  # "allowed" / "pattern": what it would reject
     notes: list[str] = field(default_factory=list)  # comments above the column: what was guessed and why
 
 
@@ -221,7 +234,7 @@ def _formats(values: pl.Series, candidates: tuple[str, ...], kind: str) -> tuple
 
 
 def _shape_pattern(values: pl.Series) -> str | None:
-    """A pattern when (nearly) every value has one shape, e.g. T000000123 -> T\\d{9}; else None."""
+    """A pattern when (nearly) every value has one shape, e.g. T000000123 -> [A-Z]\\d{9}; else None."""
     shapes = values.str.replace_all(r"\d", "9").str.replace_all(r"[A-Z]", "A").str.replace_all(r"[a-z]", "a")
     shape, n = shapes.value_counts(sort=True).row(0)
     if n < COVERAGE * len(values) or not shape or len(shape) > 40 or not re.search(r"[9Aa]", shape):
@@ -343,25 +356,50 @@ def _temporal(col: ColumnDraft, values: pl.Series, n: int) -> bool:
 
 
 def _string_rules(col: ColumnDraft, values: pl.Series) -> None:
-    """A string column's case rule, and an allowed list or a pattern when the sample shows one."""
-    distinct = values.unique()
-    n = len(values)
+    """A string column's case rule, an allowed list when few values make up (nearly) the whole
+    sample, a pattern when (nearly) every value has one shape; and what each would reject."""
+    col.sampled = len(values)
     upper = values.str.to_uppercase()
-    mixed_case = upper.n_unique() < distinct.len()
-    if mixed_case:
+    if upper.n_unique() < values.n_unique():
         col.case = "upper"
         col.notes.append("guess: the same value arrives in different cases; cleaned to upper case")
-        values, distinct = upper, upper.unique()
-    if distinct.len() <= ALLOWED_MAX and n >= 2 * distinct.len() and n >= 20:
-        col.allowed = sorted(distinct.to_list())
-        col.notes.append(f"guess: the {distinct.len()} values seen in the sample; any other is rejected (not_allowed)")
-    elif distinct.len() > ALLOWED_MAX:
+        values = upper
+    _allowed(col, values)
+    if values.n_unique() > ALLOWED_MAX:
         col.pattern = _shape_pattern(values)
-        if col.pattern:
-            col.notes.append("guess: the shape of (nearly) every sampled value, letters as [A-Z] or [a-z], digits as \\d")
+    for rule, ok in (
+        ("allowed", values.is_in(col.allowed) if col.allowed else None),
+        ("pattern", values.str.contains(f"^(?:{col.pattern})$") if col.pattern else None),
+    ):
+        if ok is not None and not ok.all():
+            col.misfits[rule] = Misfit(int((~ok).sum()), values.filter(~ok).unique(maintain_order=True).head(3).to_list())
+    if col.pattern:
+        share = "every sampled value" if "pattern" not in col.misfits else "most sampled values"
+        col.notes.append(f"guess: the shape of {share}, letters as [A-Z] or [a-z], digits as \\d")
+
+
+def _allowed(col: ColumnDraft, values: pl.Series) -> None:
+    """Every value seen, when there are few and each repeats; else the commonest few, when they
+    cover (nearly) the whole sample: the rest are most likely misspellings, or a value to add."""
+    n = len(values)
+    counts = values.rename("value").value_counts(name="n").sort(["n", "value"], descending=[True, False])
+    if n < 20:
+        return
+    if counts.height <= ALLOWED_MAX and n >= 2 * counts.height:
+        col.allowed = sorted(counts["value"].to_list())
+        col.notes.append(f"guess: the {counts.height} values seen in the sample; any other is rejected (not_allowed)")
+        return
+    common = counts.head(ALLOWED_MAX).filter(pl.col("n") >= 2)
+    if int(common["n"].sum()) >= COVERAGE * n:
+        col.allowed = sorted(common["value"].to_list())
+        col.notes.append(
+            f"guess: the {common.height} commonest of the {counts.height:,} values seen, "
+            f"{int(common['n'].sum()) / n:.1%} of the sampled values"
+        )
 
 
 def _fits(col: ColumnDraft, values: pl.Series) -> pl.Series:
+    """Which sampled values the column's type reads (the rules a draft can only propose aside)."""
     if col.type == "integer":
         return values.cast(pl.Int64, strict=False).is_not_null()
     if col.type == "decimal":
@@ -380,13 +418,7 @@ def _fits(col: ColumnDraft, values: pl.Series) -> pl.Series:
             )
             ok = ok | got.is_not_null()
         return ok
-    ok = pl.Series([True] * len(values))
-    cleaned = values.str.to_uppercase() if col.case == "upper" else values
-    if col.allowed:
-        ok = ok & cleaned.is_in(col.allowed)
-    if col.pattern:
-        ok = ok & cleaned.str.contains(f"^(?:{col.pattern})$")
-    return ok
+    return pl.Series([True] * len(values))  # a string: allowed and pattern count their own misfits
 
 
 def _examples(col: ColumnDraft, values: pl.Series) -> str:
@@ -529,11 +561,22 @@ def render(d: Draft) -> str:
         if col.case:
             out.append(f"case = {_s(col.case)}")
         if col.allowed:
-            out.append(f"allowed = {_list(col.allowed)}")
+            out.append(_rule_line(col, "allowed", _list(col.allowed)))
         if col.pattern:
-            out.append(f"pattern = {_s(col.pattern)}")
+            out.append(_rule_line(col, "pattern", _s(col.pattern)))
     out += ["", *_aggregate_example(d)]
     return "\n".join(out) + "\n"
+
+
+def _rule_line(col: ColumnDraft, rule: str, value: str) -> str:
+    """A proposed rule: in force when every sampled value fits it, else commented out and saying
+    what it would reject, so that a draft never refuses rows its own sample holds."""
+    line = f"{rule} = {value}"
+    misfit = col.misfits.get(rule)
+    if misfit is None:
+        return line
+    examples = ", ".join(repr(v) for v in misfit.examples)
+    return f"# {line}   # would reject {misfit.count:,} of {col.sampled:,} sampled values, e.g. {examples}"
 
 
 def _key_note(d: Draft) -> str:
