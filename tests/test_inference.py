@@ -134,3 +134,93 @@ def test_infer_applies_an_allowed_list_when_the_sample_holds_only_those_values(t
     assert (contract.column("city").case, contract.column("city").allowed) == ("upper", ("GOA", "PUNE"))
     assert "would reject" not in text
     assert rejected(tmp_path, path, text) == 0
+
+
+# --- what the example aggregate sums --------------------------------------------------------------
+
+
+def aggregate_lines(text: str) -> dict[str, str]:
+    """The commented-out example aggregate's lines by key, and the 'Not summed' note."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("# Not summed"):
+            out["not_summed"] = line
+        for key in ("group_by", "metrics"):
+            if line.startswith(f"# {key} = "):
+                out[key] = line.removeprefix(f"# {key} = ")
+    return out
+
+
+def test_infer_never_sums_identifier_like_columns_in_the_example_aggregate(tmp_path):
+    rng = random.Random(3)
+    header = ["day_seen", "region", "CustomerID", "fips", "Account No", "Invoice #", "row", "Year", "quantity", "amount"]
+    rows = [
+        [
+            f"2024-03-{i % 28 + 1:02d}", ["north", "south"][i % 2], str(rng.randint(1, 40)),
+            str(rng.choice([36061, 6037, 17031])), str(rng.randint(10, 30)), str(rng.randint(500, 520)), str(i + 1),
+            str(rng.choice([2023, 2024])),
+            str(rng.randint(1, 9)), f"{rng.randint(100, 9_999) / 100:.2f}",
+        ]
+        for i in range(300)
+    ]  # fmt: skip
+    path = write_csv(tmp_path / "orders.csv", header, rows)
+    text, contract = drafted(path, tmp_path)
+    assert {c.name for c in contract.columns if c.type == "integer"} == {
+        "customerid", "fips", "account_no", "invoice", "row", "year", "quantity",
+    }  # fmt: skip
+    lines = aggregate_lines(text)
+    assert lines["metrics"] == '[{ name = "rows", op = "count" }, { name = "quantity_total", op = "sum", column = "quantity" }]'
+    assert lines["not_summed"] == (
+        "# Not summed, identifiers or labels rather than quantities: customerid (the name ends in 'id'); "
+        "fips (the name ends in 'fips'); account_no (the name ends in 'no'); invoice (the name ends in '#'); "
+        "row (each of its 300 sampled values is a different whole number); "
+        "year (the name ends in 'year', a label rather than a quantity)."
+    )
+    # the example, uncommented, is a contract the pipeline loads
+    aggregate = [x[2:] for x in text.splitlines() if x.startswith(("# [[aggregates]]", "# name = ", "# group_by", "# metrics"))]
+    in_force = tmp_path / "with_aggregate.toml"
+    in_force.write_text(text + "\n".join(aggregate) + "\n", encoding="utf-8")
+    [agg] = load_contract(in_force).aggregates
+    assert [m.column for m in agg.metrics] == [None, "quantity"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["CustomerID", "customerId", "customer_id", "Customer ID", "customer-id", "ZIPCode", "zipcode", "Postcode", "FIPS",
+     "Account No", "AcctNbr", "barcode", "phoneNumber", "API_KEY", "zip5", "Order #"],
+)  # fmt: skip
+def test_infer_recognises_identifier_names_whatever_their_spelling(tmp_path, header):
+    rows = [[f"2024-01-{i % 28 + 1:02d}", str(i % 50 + 1)] for i in range(200)]  # repeats: only the name can tell
+    path = write_csv(tmp_path / "f.csv", ["when", header], rows)
+    text, _ = drafted(path, tmp_path)
+    lines = aggregate_lines(text)
+    assert lines["metrics"] == '[{ name = "rows", op = "count" }]'
+    assert "the name ends in" in lines["not_summed"] and "so only rows are counted" in lines["not_summed"]
+
+
+@pytest.mark.parametrize("header", ["paid", "amount_valid", "Passenger Count", "kidney_stones", "no_shows", "hours", "Value"])
+def test_infer_sums_a_quantity_whose_name_only_looks_like_an_identifier(tmp_path, header):
+    rows = [[f"2024-01-{i % 28 + 1:02d}", str(i % 50 + 1)] for i in range(200)]
+    path = write_csv(tmp_path / "f.csv", ["when", header], rows)
+    text, contract = drafted(path, tmp_path)
+    name = contract.columns[1].name
+    assert aggregate_lines(text)["metrics"].endswith(f'{{ name = "{name}_total", op = "sum", column = "{name}" }}]')
+    assert "Not summed" not in text
+
+
+@pytest.mark.parametrize(
+    ("values", "summed"),
+    [
+        ([str(i * 7 + 3) for i in range(150)], False),  # whole numbers, never repeated: numbering rows
+        ([f"{i * 7 + 3}.0" for i in range(150)], False),  # the same, exported through a float
+        ([f"{i * 7 + 3}.25" for i in range(150)], True),  # distinct amounts with cents are a measure
+        ([str(i * 7 + 3) for i in range(60)], True),  # too few rows to say a distinct run is a numbering
+        ([str(i % 40) for i in range(150)], True),  # repeats: a quantity
+    ],
+)
+def test_infer_treats_whole_numbers_unique_in_enough_rows_as_identifiers(tmp_path, values, summed):
+    rows = [[f"2024-01-{i % 28 + 1:02d}", v] for i, v in enumerate(values)]
+    path = write_csv(tmp_path / "f.csv", ["when", "figure"], rows)
+    text, _ = drafted(path, tmp_path)
+    assert ('column = "figure"' in aggregate_lines(text)["metrics"]) == summed
+    assert ("figure (each of its" in text) == (not summed)

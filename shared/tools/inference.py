@@ -50,6 +50,17 @@ INTEGER = r"^[+-]?\d+$"
 DECIMAL = r"^[+-]?(?:\d+\.?\d*|\.\d+)$"
 LEADING_ZERO = r"^[+-]?0\d"  # 02134, 007, -05, 00.5; not 0, 0.5 or -0.25
 NUMBERS = ("integer", "decimal", "float")
+WHOLE = r"^[+-]?\d+(?:\.0*)?$"
+
+# A number column is not a quantity to sum when its header's last word is one of these
+# (CustomerID, zip_code, Account No, fips); labels of the calendar or the map neither.
+ID_WORDS = frozenset((
+    "id", "ids", "uuid", "guid", "key", "code", "fips", "zip", "zipcode", "postcode", "postalcode",
+    "number", "num", "nbr", "nr", "no",
+))  # fmt: skip
+ID_ENDINGS = ("code", "number")  # also glued to the word before: barcode, phonenumber (not "id": paid, valid)
+LABEL_WORDS = frozenset(("year", "month", "week", "day", "quarter", "hour", "lat", "latitude", "lon", "lng", "longitude"))
+UNIQUE_ROWS = 100  # whole numbers all distinct in at least this many values look like an identifier
 
 
 @dataclass
@@ -79,6 +90,7 @@ class ColumnDraft:
     pattern: str | None = None
     sampled: int = 0  # non-empty values in the sample
     misfits: dict[str, Misfit] = field(default_factory=dict)  # "allowed" / "pattern": what it would reject
+    not_a_measure: str | None = None  # why a number column is never summed in the example aggregate
     notes: list[str] = field(default_factory=list)  # comments above the column: what was guessed and why
 
 
@@ -278,6 +290,8 @@ def infer_column(header: str, name: str, raw: pl.Series, null_tokens: set[str]) 
         col.type = "float"
     elif not _temporal(col, values, n):
         _string_rules(col, values)
+    if col.type in NUMBERS:
+        col.not_a_measure = _not_a_measure(col, values)
     bad = n - int(_fits(col, values).sum())
     if bad:
         col.notes.append(f"{bad:,} sampled value(s) do not fit and would be rejected, e.g. {_examples(col, values)}")
@@ -311,6 +325,31 @@ def _keeps_leading_zeros(col: ColumnDraft, values: pl.Series, kind: str) -> bool
         f"as {noun} they would lose it"
     )
     return True
+
+
+def header_words(header: str) -> list[str]:
+    """A header's words, split at separators, digits and camelCase humps: CustomerID -> customer, id."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", header)
+    return re.findall(r"[^\W\d_]+", spaced.casefold())
+
+
+def _not_a_measure(col: ColumnDraft, values: pl.Series) -> str | None:
+    """Why summing this number column would be meaningless (a sum of ZIP codes, of account
+    numbers, of years), or None for what looks like a quantity. Names say it first; failing
+    that, whole numbers that never repeat in enough rows are numbering something."""
+    words = header_words(col.header)
+    last = words[-1] if words else ""
+    if col.header.endswith("#"):
+        return "the name ends in '#'"
+    if last in ID_WORDS or last.endswith(ID_ENDINGS):
+        return f"the name ends in {last!r}"
+    if last in LABEL_WORDS:
+        return f"the name ends in {last!r}, a label rather than a quantity"
+    read = values.filter(_fits(col, values))
+    distinct = read.cast(pl.Float64, strict=False).n_unique()
+    if len(read) >= UNIQUE_ROWS and distinct == len(read) and read.str.contains(WHOLE).all():
+        return f"each of its {len(read):,} sampled values is a different whole number"
+    return None
 
 
 def _integer(col: ColumnDraft, values: pl.Series) -> None:
@@ -589,10 +628,12 @@ def _key_note(d: Draft) -> str:
 
 
 def _aggregate_example(d: Draft) -> list[str]:
-    """A commented-out aggregate built from the draft's own columns, to edit and uncomment."""
+    """A commented-out aggregate built from the draft's own columns, to edit and uncomment; it
+    sums the first number column that looks like a quantity, and names the ones it passed over."""
     time = next((c for c in d.columns if c.type in ("date", "timestamp")), None)
     group = next((c for c in d.columns if c.allowed), None)
-    number = next((c for c in d.columns if c.type in ("integer", "decimal", "float")), None)
+    numbers = [c for c in d.columns if c.type in NUMBERS]
+    measure = next((c for c in numbers if not c.not_a_measure), None)
     keys = []
     if time:
         keys.append(f'{{ column = {_s(time.name)}, bucket = "day", name = "day" }}')
@@ -601,10 +642,15 @@ def _aggregate_example(d: Draft) -> list[str]:
     if not keys:
         return ["# No aggregate proposed: add [[aggregates]] tables (docs/contracts.md) for PostgreSQL views."]
     metrics = ['{ name = "rows", op = "count" }']
-    if number:
-        metrics.append(f'{{ name = {_s(number.name + "_total")}, op = "sum", column = {_s(number.name)} }}')
+    if measure:
+        metrics.append(f'{{ name = {_s(measure.name + "_total")}, op = "sum", column = {_s(measure.name)} }}')
+    out = ["# An aggregate becomes a table and a view in PostgreSQL; uncomment and edit to have one:"]
+    passed = [f"{c.name} ({c.not_a_measure})" for c in numbers if c.not_a_measure]
+    if passed:
+        rest = "" if measure else "; no other number column, so only rows are counted"
+        out.append(f"# Not summed, identifiers or labels rather than quantities: {'; '.join(passed)}{rest}.")
     return [
-        "# An aggregate becomes a table and a view in PostgreSQL; uncomment and edit to have one:",
+        *out,
         "# [[aggregates]]",
         f"# name = {_s(d.dataset + '_daily')}",
         f"# group_by = [{', '.join(keys)}]",
