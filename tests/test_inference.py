@@ -7,12 +7,14 @@ Every test writes a real CSV file to ``tmp_path``, drafts a contract from it wit
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import pytest
 
 from shared.core.contract import Contract, load_contract
+from shared.tools.cli import main
 from shared.tools.inference import infer
 from tests.helpers import clean_rows, transform_bytes
 
@@ -224,3 +226,43 @@ def test_infer_treats_whole_numbers_unique_in_enough_rows_as_identifiers(tmp_pat
     text, _ = drafted(path, tmp_path)
     assert ('column = "figure"' in aggregate_lines(text)["metrics"]) == summed
     assert ("figure (each of its" in text) == (not summed)
+
+
+# --- the command, end to end ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI; the environment it fills in from local.settings.json is put back after."""
+    saved = dict(os.environ)
+
+    def run(*argv: object) -> tuple[int, str, str]:
+        code = main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    yield run
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_infer_command_drafts_a_contract_that_keeps_every_row_and_every_zero_of_its_sample(cli, tmp_path):
+    rng = random.Random(11)
+    odd = set(rng.sample(range(2_000), 18))
+    rows = [
+        [f"2024-05-{i % 31 + 1:02d}", f"{rng.randint(1, 99_999):05d}", f"{'Q' if i in odd else 'P'}-{rng.randint(0, 9_999):04d}"
+         + ("x" if i in odd else ""), str(rng.choice([36061, 6037, 17031])), str(rng.randint(1, 12))]
+        for i in range(2_000)
+    ]  # fmt: skip
+    path = write_csv(tmp_path / "shipments.csv", ["Shipped On", "Zip", "Ref", "FIPS", "Units"], rows)
+    target = tmp_path / "contracts" / "shipments.toml"
+    code, out, _ = cli("infer", path, "--out", target)
+    assert code == 0 and "wrote" in out
+    text, contract = target.read_text(), load_contract(target)
+    assert contract.column("zip").type == "string" and "have a leading zero" in column_block(text, "zip")
+    assert contract.column("ref").pattern is None and "would reject 18 of 2,000 sampled values" in text
+    assert aggregate_lines(text)["metrics"].endswith('{ name = "units_total", op = "sum", column = "units" }]')
+    assert "fips (the name ends in 'fips')" in aggregate_lines(text)["not_summed"]
+    code, out, _ = cli("check", path, "--contract", target, "--fail-on-rejects")
+    assert code == 0, out
+    assert "rows read 2,000 = valid 2,000 + rejected 0" in out
