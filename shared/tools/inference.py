@@ -6,8 +6,12 @@ guess says so in a comment, with what the sample showed. The sample is bounded (
 (``source.split``: gzip, encodings, BOM, NUL bytes, line ends, delimiter detection), then
 every question is a vectorised polars expression over the sampled column.
 
-The rendered TOML is loaded with ``load_contract`` before it is returned, so a draft always
-loads; ``check`` then shows what the draft would reject in the whole file.
+Where a guess could lose data, the draft takes the safe side: numbers written with a leading
+zero stay strings; an allowed list or pattern that would reject a sampled value is offered
+commented out, with how many; the example aggregate sums no identifier-like column.
+
+The ``infer`` command loads the rendered TOML with ``load_contract`` (``validate``) before it
+prints or writes it, so a draft always loads; ``check`` then shows what the draft would reject in the whole file.
 """
 
 from __future__ import annotations
