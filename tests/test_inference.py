@@ -215,6 +215,7 @@ def test_infer_sums_a_quantity_whose_name_only_looks_like_an_identifier(tmp_path
     [
         ([str(i * 7 + 3) for i in range(150)], False),  # whole numbers, never repeated: numbering rows
         ([f"{i * 7 + 3}.0" for i in range(150)], False),  # the same, exported through a float
+        ([str(2**53 + i) for i in range(150)], False),  # past 2**53, where a float would see repeats
         ([f"{i * 7 + 3}.25" for i in range(150)], True),  # distinct amounts with cents are a measure
         ([str(i * 7 + 3) for i in range(60)], True),  # too few rows to say a distinct run is a numbering
         ([str(i % 40) for i in range(150)], True),  # repeats: a quantity

@@ -11,7 +11,8 @@ zero stay strings; an allowed list or pattern that would reject a sampled value 
 commented out, with how many; the example aggregate sums no identifier-like column.
 
 The ``infer`` command loads the rendered TOML with ``load_contract`` (``validate``) before it
-prints or writes it, so a draft always loads; ``check`` then shows what the draft would reject in the whole file.
+prints or writes it, so a draft always loads; ``check`` then shows what the draft would reject
+in the whole file.
 """
 
 from __future__ import annotations
@@ -350,7 +351,7 @@ def _not_a_measure(col: ColumnDraft, values: pl.Series) -> str | None:
     if last in LABEL_WORDS:
         return f"the name ends in {last!r}, a label rather than a quantity"
     read = values.filter(_fits(col, values))
-    distinct = read.cast(pl.Float64, strict=False).n_unique()
+    distinct = read.str.replace(r"\.0*$", "").str.strip_prefix("+").n_unique()  # exact, unlike a float: 12 = 12.0 = +12
     if len(read) >= UNIQUE_ROWS and distinct == len(read) and read.str.contains(WHOLE).all():
         return f"each of its {len(read):,} sampled values is a different whole number"
     return None
@@ -410,24 +411,26 @@ def _string_rules(col: ColumnDraft, values: pl.Series) -> None:
     _allowed(col, values)
     if values.n_unique() > ALLOWED_MAX:
         col.pattern = _shape_pattern(values)
-    for rule, ok in (
-        ("allowed", values.is_in(col.allowed) if col.allowed else None),
-        ("pattern", values.str.contains(f"^(?:{col.pattern})$") if col.pattern else None),
-    ):
-        if ok is not None and not ok.all():
-            col.misfits[rule] = Misfit(int((~ok).sum()), values.filter(~ok).unique(maintain_order=True).head(3).to_list())
+    if col.allowed:
+        _count_misfits(col, "allowed", values, values.is_in(col.allowed))
     if col.pattern:
+        _count_misfits(col, "pattern", values, values.str.contains(f"^(?:{col.pattern})$"))  # as core/rules checks it
         share = "every sampled value" if "pattern" not in col.misfits else "most sampled values"
         col.notes.append(f"guess: the shape of {share}, letters as [A-Z] or [a-z], digits as \\d")
+
+
+def _count_misfits(col: ColumnDraft, rule: str, values: pl.Series, fits: pl.Series) -> None:
+    if not fits.all():
+        col.misfits[rule] = Misfit(int((~fits).sum()), values.filter(~fits).unique(maintain_order=True).head(3).to_list())
 
 
 def _allowed(col: ColumnDraft, values: pl.Series) -> None:
     """Every value seen, when there are few and each repeats; else the commonest few, when they
     cover (nearly) the whole sample: the rest are most likely misspellings, or a value to add."""
     n = len(values)
-    counts = values.rename("value").value_counts(name="n").sort(["n", "value"], descending=[True, False])
     if n < 20:
         return
+    counts = values.rename("value").value_counts(name="n").sort(["n", "value"], descending=[True, False])
     if counts.height <= ALLOWED_MAX and n >= 2 * counts.height:
         col.allowed = sorted(counts["value"].to_list())
         col.notes.append(f"guess: the {counts.height} values seen in the sample; any other is rejected (not_allowed)")
