@@ -6,8 +6,13 @@ guess says so in a comment, with what the sample showed. The sample is bounded (
 (``source.split``: gzip, encodings, BOM, NUL bytes, line ends, delimiter detection), then
 every question is a vectorised polars expression over the sampled column.
 
-The rendered TOML is loaded with ``load_contract`` before it is returned, so a draft always
-loads; ``check`` then shows what the draft would reject in the whole file.
+Where a guess could lose data, the draft takes the safe side: numbers written with a leading
+zero stay strings; an allowed list or pattern that would reject a sampled value is offered
+commented out, with how many; the example aggregate sums no identifier-like column.
+
+The ``infer`` command loads the rendered TOML with ``load_contract`` (``validate``) before it
+prints or writes it, so a draft always loads; ``check`` then shows what the draft would reject
+in the whole file.
 """
 
 from __future__ import annotations
@@ -48,11 +53,35 @@ COVERAGE = 0.95  # a type is proposed when at least this share of the sampled va
 
 INTEGER = r"^[+-]?\d+$"
 DECIMAL = r"^[+-]?(?:\d+\.?\d*|\.\d+)$"
+LEADING_ZERO = r"^[+-]?0\d"  # 02134, 007, -05, 00.5; not 0, 0.5 or -0.25
+NUMBERS = ("integer", "decimal", "float")
+WHOLE = r"^[+-]?\d+(?:\.0*)?$"
+
+# A number column is not a quantity to sum when its header's last word is one of these
+# (CustomerID, zip_code, Account No, fips); labels of the calendar or the map neither.
+ID_WORDS = frozenset((
+    "id", "ids", "uuid", "guid", "key", "code", "fips", "zip", "zipcode", "postcode", "postalcode",
+    "number", "num", "nbr", "nr", "no",
+))  # fmt: skip
+ID_ENDINGS = ("code", "number")  # also glued to the word before: barcode, phonenumber (not "id": paid, valid)
+LABEL_WORDS = frozenset(("year", "month", "week", "day", "quarter", "hour", "lat", "latitude", "lon", "lng", "longitude"))
+UNIQUE_ROWS = 100  # whole numbers all distinct in at least this many values look like an identifier
+
+
+@dataclass
+class Misfit:
+    """The sampled values a proposed rule would reject: how many, and the first few."""
+
+    count: int
+    examples: list[str]
 
 
 @dataclass
 class ColumnDraft:
-    """What the sample says about one column, and the rules proposed for it."""
+    """What the sample says about one column, and the rules proposed for it.
+
+    ``allowed`` and ``pattern`` are proposals; one listed in ``misfits`` would reject values the
+    sample itself holds, and is rendered commented out with the count, never as a rule."""
 
     header: str
     name: str
@@ -64,6 +93,9 @@ class ColumnDraft:
     case: str | None = None
     allowed: list[str] = field(default_factory=list)
     pattern: str | None = None
+    sampled: int = 0  # non-empty values in the sample
+    misfits: dict[str, Misfit] = field(default_factory=dict)  # "allowed" / "pattern": what it would reject
+    not_a_measure: str | None = None  # why a number column is never summed in the example aggregate
     notes: list[str] = field(default_factory=list)  # comments above the column: what was guessed and why
 
 
@@ -219,7 +251,7 @@ def _formats(values: pl.Series, candidates: tuple[str, ...], kind: str) -> tuple
 
 
 def _shape_pattern(values: pl.Series) -> str | None:
-    """A pattern when (nearly) every value has one shape, e.g. T000000123 -> T\\d{9}; else None."""
+    """A pattern when (nearly) every value has one shape, e.g. T000000123 -> [A-Z]\\d{9}; else None."""
     shapes = values.str.replace_all(r"\d", "9").str.replace_all(r"[A-Z]", "A").str.replace_all(r"[a-z]", "a")
     shape, n = shapes.value_counts(sort=True).row(0)
     if n < COVERAGE * len(values) or not shape or len(shape) > 40 or not re.search(r"[9Aa]", shape):
@@ -233,6 +265,7 @@ def _shape_pattern(values: pl.Series) -> str | None:
 
 
 def infer_column(header: str, name: str, raw: pl.Series, null_tokens: set[str]) -> ColumnDraft:
+    """What the sampled values of one column say: required or not, a type, and the rules that fit."""
     col = ColumnDraft(header=source_name(header), name=name)
     text = raw.str.strip_chars()
     missing = text.is_null() | text.is_in(["", *null_tokens])
@@ -248,38 +281,106 @@ def infer_column(header: str, name: str, raw: pl.Series, null_tokens: set[str]) 
     if n == 0:
         col.notes.append("every sampled value is empty: the type is a guess")
         return col
-    lowered = values.str.to_lowercase()
-    if _share(values.str.contains(INTEGER), n) >= COVERAGE:
-        as_int = values.cast(pl.Int64, strict=False)
-        col.type = "integer"
-        if set(values.unique().to_list()) <= {"0", "1"}:
-            col.notes.append("only 0 and 1 seen: a boolean with true_values = ['1'] and false_values = ['0']?")
-        col.notes.append(f"seen: {as_int.min()} … {as_int.max()}")
-    elif _share(lowered.is_in([*DEFAULT_TRUE, *DEFAULT_FALSE]), n) >= COVERAGE:
+    kind = _value_kind(values, n)
+    if kind in NUMBERS and _keeps_leading_zeros(col, values, kind):
+        _string_rules(col, values)
+    elif kind == "integer":
+        _integer(col, values)
+    elif kind == "boolean":
         col.type = "boolean"
         col.notes.append(f"seen: {', '.join(sorted(values.unique().to_list())[:8])}")
-    elif _share(values.str.contains(DECIMAL), n) >= COVERAGE:
-        places = values.str.extract(r"\.(\d*)$").str.len_chars().max() or 0
-        if int(places) <= 9:  # type: ignore[arg-type]
-            col.type, col.scale = "decimal", max(int(places), 0)  # type: ignore[arg-type]
-            col.notes.append(f"guess: decimal with scale {col.scale}, the most places seen; a value with more is refused")
-        else:
-            col.type = "float"
-        as_float = values.cast(pl.Float64, strict=False)
-        low, high = as_float.arg_min(), as_float.arg_max()
-        if low is not None and high is not None:
-            col.notes.append(f"seen: {values[low]} … {values[high]}")
-    elif _share(values.cast(pl.Float64, strict=False).is_finite().fill_null(False), n) >= COVERAGE:
+    elif kind == "decimal":
+        _decimal(col, values)
+    elif kind == "float":
         col.type = "float"
-    else:
-        _temporal_or_string(col, values, n)
+    elif not _temporal(col, values, n):
+        _string_rules(col, values)
+    if col.type in NUMBERS:
+        col.not_a_measure = _not_a_measure(col, values)
     bad = n - int(_fits(col, values).sum())
     if bad:
         col.notes.append(f"{bad:,} sampled value(s) do not fit and would be rejected, e.g. {_examples(col, values)}")
     return col
 
 
-def _temporal_or_string(col: ColumnDraft, values: pl.Series, n: int) -> None:
+def _value_kind(values: pl.Series, n: int) -> str | None:
+    """The number or boolean type (nearly) every value reads as, tried narrowest first; else None."""
+    if _share(values.str.contains(INTEGER), n) >= COVERAGE:
+        return "integer"
+    if _share(values.str.to_lowercase().is_in([*DEFAULT_TRUE, *DEFAULT_FALSE]), n) >= COVERAGE:
+        return "boolean"
+    if _share(values.str.contains(DECIMAL), n) >= COVERAGE:
+        return "decimal"
+    if _share(values.cast(pl.Float64, strict=False).is_finite().fill_null(False), n) >= COVERAGE:
+        return "float"
+    return None
+
+
+def _keeps_leading_zeros(col: ColumnDraft, values: pl.Series, kind: str) -> bool:
+    """A number column written with leading zeros (ZIP, FIPS, account numbers) stays text: as a
+    number ``02134`` would be stored as 2134, and the zero is gone for good; a string can still
+    be cast later. ``0`` itself, ``0.5`` and ``-0.25`` have no leading zero; ``-07`` and ``00.5`` do."""
+    padded = values.filter(values.str.contains(LEADING_ZERO))
+    if padded.is_empty():
+        return False
+    noun = "integers" if kind == "integer" else "numbers"
+    col.notes.append(
+        f"guess: string, not {kind}: {len(padded):,} of {len(values):,} sampled values have a leading zero "
+        f"(e.g. {', '.join(repr(v) for v in padded.unique(maintain_order=True).head(3).to_list())}); "
+        f"as {noun} they would lose it"
+    )
+    return True
+
+
+def header_words(header: str) -> list[str]:
+    """A header's words, split at separators, digits and camelCase humps: CustomerID -> customer, id."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", header)
+    return re.findall(r"[^\W\d_]+", spaced.casefold())
+
+
+def _not_a_measure(col: ColumnDraft, values: pl.Series) -> str | None:
+    """Why summing this number column would be meaningless (a sum of ZIP codes, of account
+    numbers, of years), or None for what looks like a quantity. Names say it first; failing
+    that, whole numbers that never repeat in enough rows are numbering something."""
+    words = header_words(col.header)
+    last = words[-1] if words else ""
+    if col.header.endswith("#"):
+        return "the name ends in '#'"
+    if last in ID_WORDS or last.endswith(ID_ENDINGS):
+        return f"the name ends in {last!r}"
+    if last in LABEL_WORDS:
+        return f"the name ends in {last!r}, a label rather than a quantity"
+    read = values.filter(_fits(col, values))
+    distinct = read.str.replace(r"\.0*$", "").str.strip_prefix("+").n_unique()  # exact, unlike a float: 12 = 12.0 = +12
+    if len(read) >= UNIQUE_ROWS and distinct == len(read) and read.str.contains(WHOLE).all():
+        return f"each of its {len(read):,} sampled values is a different whole number"
+    return None
+
+
+def _integer(col: ColumnDraft, values: pl.Series) -> None:
+    as_int = values.cast(pl.Int64, strict=False)
+    col.type = "integer"
+    if set(values.unique().to_list()) <= {"0", "1"}:
+        col.notes.append("only 0 and 1 seen: a boolean with true_values = ['1'] and false_values = ['0']?")
+    col.notes.append(f"seen: {as_int.min()} … {as_int.max()}")
+
+
+def _decimal(col: ColumnDraft, values: pl.Series) -> None:
+    """An exact decimal with the most places seen as its scale; a float past 9 places."""
+    places = values.str.extract(r"\.(\d*)$").str.len_chars().max() or 0
+    if int(places) <= 9:  # type: ignore[arg-type]
+        col.type, col.scale = "decimal", max(int(places), 0)  # type: ignore[arg-type]
+        col.notes.append(f"guess: decimal with scale {col.scale}, the most places seen; a value with more is refused")
+    else:
+        col.type = "float"
+    as_float = values.cast(pl.Float64, strict=False)
+    low, high = as_float.arg_min(), as_float.arg_max()
+    if low is not None and high is not None:
+        col.notes.append(f"seen: {values[low]} … {values[high]}")
+
+
+def _temporal(col: ColumnDraft, values: pl.Series, n: int) -> bool:
+    """Type the column as a timestamp or a date when formats read (nearly) every value."""
     for kind, candidates in (("timestamp", TIMESTAMP_FORMATS), ("date", DATE_FORMATS)):
         formats, unread = _formats(values, candidates, kind)
         if formats and (n - unread) / n >= COVERAGE:
@@ -294,24 +395,57 @@ def _temporal_or_string(col: ColumnDraft, values: pl.Series, n: int) -> None:
                 )
             if any(f.startswith(("%m/%d", "%d/%m", "%m-%d", "%d-%m")) for f in formats):
                 col.notes.append("guess: day and month order; check a date after the 12th of a month")
-            return
-    distinct = values.unique()
+            return True
+    return False
+
+
+def _string_rules(col: ColumnDraft, values: pl.Series) -> None:
+    """A string column's case rule, an allowed list when few values make up (nearly) the whole
+    sample, a pattern when (nearly) every value has one shape; and what each would reject."""
+    col.sampled = len(values)
     upper = values.str.to_uppercase()
-    mixed_case = upper.n_unique() < distinct.len()
-    if mixed_case:
+    if upper.n_unique() < values.n_unique():
         col.case = "upper"
         col.notes.append("guess: the same value arrives in different cases; cleaned to upper case")
-        values, distinct = upper, upper.unique()
-    if distinct.len() <= ALLOWED_MAX and n >= 2 * distinct.len() and n >= 20:
-        col.allowed = sorted(distinct.to_list())
-        col.notes.append(f"guess: the {distinct.len()} values seen in the sample; any other is rejected (not_allowed)")
-    elif distinct.len() > ALLOWED_MAX:
+        values = upper
+    _allowed(col, values)
+    if values.n_unique() > ALLOWED_MAX:
         col.pattern = _shape_pattern(values)
-        if col.pattern:
-            col.notes.append("guess: the shape of (nearly) every sampled value, letters as [A-Z] or [a-z], digits as \\d")
+    if col.allowed:
+        _count_misfits(col, "allowed", values, values.is_in(col.allowed))
+    if col.pattern:
+        _count_misfits(col, "pattern", values, values.str.contains(f"^(?:{col.pattern})$"))  # as core/rules checks it
+        share = "every sampled value" if "pattern" not in col.misfits else "most sampled values"
+        col.notes.append(f"guess: the shape of {share}, letters as [A-Z] or [a-z], digits as \\d")
+
+
+def _count_misfits(col: ColumnDraft, rule: str, values: pl.Series, fits: pl.Series) -> None:
+    if not fits.all():
+        col.misfits[rule] = Misfit(int((~fits).sum()), values.filter(~fits).unique(maintain_order=True).head(3).to_list())
+
+
+def _allowed(col: ColumnDraft, values: pl.Series) -> None:
+    """Every value seen, when there are few and each repeats; else the commonest few, when they
+    cover (nearly) the whole sample: the rest are most likely misspellings, or a value to add."""
+    n = len(values)
+    if n < 20:
+        return
+    counts = values.rename("value").value_counts(name="n").sort(["n", "value"], descending=[True, False])
+    if counts.height <= ALLOWED_MAX and n >= 2 * counts.height:
+        col.allowed = sorted(counts["value"].to_list())
+        col.notes.append(f"guess: the {counts.height} values seen in the sample; any other is rejected (not_allowed)")
+        return
+    common = counts.head(ALLOWED_MAX).filter(pl.col("n") >= 2)
+    if int(common["n"].sum()) >= COVERAGE * n:
+        col.allowed = sorted(common["value"].to_list())
+        col.notes.append(
+            f"guess: the {common.height} commonest of the {counts.height:,} values seen, "
+            f"{int(common['n'].sum()) / n:.1%} of the sampled values"
+        )
 
 
 def _fits(col: ColumnDraft, values: pl.Series) -> pl.Series:
+    """Which sampled values the column's type reads (the rules a draft can only propose aside)."""
     if col.type == "integer":
         return values.cast(pl.Int64, strict=False).is_not_null()
     if col.type == "decimal":
@@ -330,13 +464,7 @@ def _fits(col: ColumnDraft, values: pl.Series) -> pl.Series:
             )
             ok = ok | got.is_not_null()
         return ok
-    ok = pl.Series([True] * len(values))
-    cleaned = values.str.to_uppercase() if col.case == "upper" else values
-    if col.allowed:
-        ok = ok & cleaned.is_in(col.allowed)
-    if col.pattern:
-        ok = ok & cleaned.str.contains(f"^(?:{col.pattern})$")
-    return ok
+    return pl.Series([True] * len(values))  # a string: allowed and pattern count their own misfits
 
 
 def _examples(col: ColumnDraft, values: pl.Series) -> str:
@@ -479,11 +607,22 @@ def render(d: Draft) -> str:
         if col.case:
             out.append(f"case = {_s(col.case)}")
         if col.allowed:
-            out.append(f"allowed = {_list(col.allowed)}")
+            out.append(_rule_line(col, "allowed", _list(col.allowed)))
         if col.pattern:
-            out.append(f"pattern = {_s(col.pattern)}")
+            out.append(_rule_line(col, "pattern", _s(col.pattern)))
     out += ["", *_aggregate_example(d)]
     return "\n".join(out) + "\n"
+
+
+def _rule_line(col: ColumnDraft, rule: str, value: str) -> str:
+    """A proposed rule: in force when every sampled value fits it, else commented out and saying
+    what it would reject, so that a draft never refuses rows its own sample holds."""
+    line = f"{rule} = {value}"
+    misfit = col.misfits.get(rule)
+    if misfit is None:
+        return line
+    examples = ", ".join(repr(v) for v in misfit.examples)
+    return f"# {line}   # would reject {misfit.count:,} of {col.sampled:,} sampled values, e.g. {examples}"
 
 
 def _key_note(d: Draft) -> str:
@@ -496,10 +635,12 @@ def _key_note(d: Draft) -> str:
 
 
 def _aggregate_example(d: Draft) -> list[str]:
-    """A commented-out aggregate built from the draft's own columns, to edit and uncomment."""
+    """A commented-out aggregate built from the draft's own columns, to edit and uncomment; it
+    sums the first number column that looks like a quantity, and names the ones it passed over."""
     time = next((c for c in d.columns if c.type in ("date", "timestamp")), None)
     group = next((c for c in d.columns if c.allowed), None)
-    number = next((c for c in d.columns if c.type in ("integer", "decimal", "float")), None)
+    numbers = [c for c in d.columns if c.type in NUMBERS]
+    measure = next((c for c in numbers if not c.not_a_measure), None)
     keys = []
     if time:
         keys.append(f'{{ column = {_s(time.name)}, bucket = "day", name = "day" }}')
@@ -508,10 +649,15 @@ def _aggregate_example(d: Draft) -> list[str]:
     if not keys:
         return ["# No aggregate proposed: add [[aggregates]] tables (docs/contracts.md) for PostgreSQL views."]
     metrics = ['{ name = "rows", op = "count" }']
-    if number:
-        metrics.append(f'{{ name = {_s(number.name + "_total")}, op = "sum", column = {_s(number.name)} }}')
+    if measure:
+        metrics.append(f'{{ name = {_s(measure.name + "_total")}, op = "sum", column = {_s(measure.name)} }}')
+    out = ["# An aggregate becomes a table and a view in PostgreSQL; uncomment and edit to have one:"]
+    passed = [f"{c.name} ({c.not_a_measure})" for c in numbers if c.not_a_measure]
+    if passed:
+        rest = "" if measure else "; no other number column, so only rows are counted"
+        out.append(f"# Not summed, identifiers or labels rather than quantities: {'; '.join(passed)}{rest}.")
     return [
-        "# An aggregate becomes a table and a view in PostgreSQL; uncomment and edit to have one:",
+        *out,
         "# [[aggregates]]",
         f"# name = {_s(d.dataset + '_daily')}",
         f"# group_by = [{', '.join(keys)}]",
