@@ -267,3 +267,30 @@ def test_infer_command_drafts_a_contract_that_keeps_every_row_and_every_zero_of_
     code, out, _ = cli("check", path, "--contract", target, "--fail-on-rejects")
     assert code == 0, out
     assert "rows read 2,000 = valid 2,000 + rejected 0" in out
+
+
+# --- de-duplication ---------------------------------------------------------------------------------
+
+
+def test_infer_keeps_every_row_when_repeated_lines_have_nothing_that_identifies_a_record(tmp_path):
+    rows = [["Laptop", "Leeds", "1250"]] * 30 + [["Desk", "York", "310"]] * 12 + [["Chair", "York", "75"]]
+    text, contract = drafted(write_csv(tmp_path / "transfers.csv", ["item", "site", "value"], rows), tmp_path)
+    assert contract.dedup_mode == "none"
+    assert "40 of 43 sampled lines repeat an earlier line exactly" in text and "no column identifies a record" in text
+    data = ("item,site,value\n" + "\n".join(",".join(r) for r in rows) + "\n").encode()
+    result = transform_bytes(data, tmp_path, contract)
+    assert (result.rows_valid, result.rows_duplicate) == (43, 0)
+
+
+def test_infer_drops_exact_repeats_of_rows_an_identifier_tells_apart(tmp_path):
+    rows = [[f"T{i:05d}", "Leeds", str(i % 90 + 10)] for i in range(200)]
+    rows += rows[:5]  # five records sent twice
+    text, contract = drafted(write_csv(tmp_path / "orders.csv", ["order_ref", "site", "amount"], rows), tmp_path)
+    assert contract.dedup_mode == "row"
+    assert "5 of 205 sampled lines repeat an earlier line exactly" in text and "order_ref identifies a record" in text
+
+
+def test_infer_proposes_no_deduplication_for_a_sample_without_repeats(tmp_path):
+    rows = [[f"2024-01-{1 + i % 28:02d}", f"site{i}", str(i)] for i in range(100)]
+    text, contract = drafted(write_csv(tmp_path / "readings.csv", ["day", "site", "reading"], rows), tmp_path)
+    assert contract.dedup_mode == "none" and "no sampled line repeats another exactly" in text

@@ -112,6 +112,8 @@ class Draft:
     keys: list[list[str]]
     near_keys: list[tuple[str, float]] = field(default_factory=list)
     unnamed: int = 0
+    repeated_rows: int = 0
+    """Sampled lines that repeat an earlier line exactly (after trimming)."""
 
     def toml(self) -> str:
         return render(self)
@@ -526,7 +528,8 @@ def infer(
         columns.append(col)
         renamed[f"__f{i}"] = col.name
     typed = frame.select(pl.col(raw).str.strip_chars().alias(name) for raw, name in renamed.items())
-    keys, near = candidate_keys(typed, columns)
+    distinct = typed.unique(maintain_order=True)
+    keys, near = candidate_keys(distinct, columns)
     encoding = {"utf-8": "auto", "utf-8-sig": "auto", "cp1252": "cp1252"}.get(src.encoding, "auto")
     if src.encoding.startswith("utf-16"):
         encoding = "utf-16"
@@ -542,6 +545,7 @@ def infer(
         keys=keys,
         near_keys=near,
         unnamed=unnamed,
+        repeated_rows=typed.height - distinct.height,
     )
 
 
@@ -586,7 +590,7 @@ def render(d: Draft) -> str:
         "max_invalid_share = 0.5",
         "",
         "[dedup]",
-        "key = []   # the whole row; " + _key_note(d),
+        *_dedup_lines(d),
         "",
         "[postgres]",
         'schema = "analytics"',
@@ -623,6 +627,35 @@ def _rule_line(col: ColumnDraft, rule: str, value: str) -> str:
         return line
     examples = ", ".join(repr(v) for v in misfit.examples)
     return f"# {line}   # would reject {misfit.count:,} of {col.sampled:,} sampled values, e.g. {examples}"
+
+
+MIN_RECORDS_FOR_A_KEY = 50
+MAX_RESENT_SHARE = 0.1
+"""Repeats are taken for records sent twice only when a column tells at least this many
+distinct records apart and at most this share of the lines repeat: a feed where most lines
+repeat (one item per line) is not a feed of re-sent records."""
+
+
+def _dedup_lines(d: Draft) -> list[str]:
+    """``none`` unless the sample shows exact repeats of rows that something identifies: a
+    repeated line with no identifier may be a second item (one item per line), and dropping it
+    would lose a row of the feed's totals without a word."""
+    if not d.repeated_rows:
+        return [
+            'mode = "none"   # no sampled line repeats another exactly: every row is kept. "row" drops exact',
+            '                # repeats, "key" (with key = [...]) keeps the first row of each key; ' + _key_note(d),
+        ]
+    share = f"{d.repeated_rows:,} of {d.rows:,} sampled lines repeat an earlier line exactly"
+    distinct = d.rows - d.repeated_rows
+    if d.keys and distinct >= MIN_RECORDS_FOR_A_KEY and d.repeated_rows <= MAX_RESENT_SHARE * d.rows:
+        return [
+            f'mode = "row"   # guess: {share}, and {", ".join(d.keys[0])} identifies a record among the',
+            '                # others: the repeats look like records sent twice. Use "none" if a repeat is a real row',
+        ]
+    return [
+        f'mode = "none"   # guess: {share}, but no column identifies a record: if a repeated line is a',
+        '                # second item, "none" keeps it; if it is a mistake, use "row" (drops them)',
+    ]
 
 
 def _key_note(d: Draft) -> str:
