@@ -183,6 +183,19 @@ def test_status_since_yesterday_is_argparses_one_line_with_exit_2(capsys):
 
 
 @pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["run", "--workers", "0"], "--workers: expected at least 1, not 0"),
+        (["replay", "--dataset", "d", "--since", "May"], "ISO date"),
+    ],
+)
+def test_a_malformed_option_value_is_argparses_one_line_with_exit_2(argv, says, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2 and says in one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
     ("name", "says"),
     [("missing.csv", "no such file"), ("book.xlsx", "not a .csv or .csv.gz"), ("folder.csv", "is not a file")],
 )

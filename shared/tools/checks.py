@@ -7,7 +7,9 @@ and a blob name may be given with or without its ``raw/`` prefix.
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,24 @@ from shared.app import settings
 from shared.core import layout
 from shared.tools.failures import CommandError
 
-__all__ = ["dataset_contract", "known_contract", "local_csv", "raw_name"]
+__all__ = ["at_least", "dataset_contract", "known_contract", "local_csv", "raw_name"]
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type for a count (workers, rows, a limit): a whole number of at least ``low``,
+    so that ``--workers 0`` is argparse's one line instead of a thread pool's ValueError."""
+
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected at least {low}, not {value}")
+        return value
+
+    count.__name__ = f"at_least_{low}"
+    return count
 
 
 def local_csv(text: str | Path) -> Path:

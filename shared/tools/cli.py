@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from shared.app import settings
 from shared.tools import clients, failures
-from shared.tools.checks import known_contract, local_csv
+from shared.tools.checks import at_least, known_contract, local_csv
 from shared.tools.failures import USAGE, CommandError
 from shared.tools.progress import Progress
 
@@ -269,14 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="the local runner: fire the app's functions against Azurite (the Functions host stand-in)")
     r.add_argument("--once", action="store_true", help="process everything pending, then exit")
-    r.add_argument("--workers", type=int, default=2, help="invocations at once (default 2)")
+    r.add_argument("--workers", type=at_least(1), default=2, help="invocations at once (default 2)")
     r.add_argument("--fire", action="append", metavar="FUNCTION", help="fire a timer function first (e.g. reprocess)")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="the main job end to end: generate a sample, drop it into raw, run until loaded")
-    d.add_argument("--rows", type=int, default=1_000_000, help="rows of the sample (default 1,000,000)")
+    d.add_argument("--rows", type=at_least(1), default=1_000_000, help="rows of the sample (default 1,000,000)")
     d.add_argument("--seed", type=int, default=7, help="seed of the sample generator (default 7)")
-    d.add_argument("--workers", type=int, default=2, help="the runner's invocations at once (default 2)")
+    d.add_argument("--workers", type=at_least(1), default=2, help="the runner's invocations at once (default 2)")
     d.add_argument("--data-dir", default=".data/samples", help="where the sample is written and reused (default .data/samples)")
     d.set_defaults(func=cmd_demo)
 
@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write a deterministic sample CSV of a bundled dataset")
     g.add_argument("--dataset", default="bank_transactions", help="which generator (default bank_transactions)")
-    g.add_argument("--rows", type=int, default=1_000_000, help="rows to write (default 1,000,000)")
+    g.add_argument("--rows", type=at_least(1), default=1_000_000, help="rows to write (default 1,000,000)")
     g.add_argument("--seed", type=int, default=7, help="seed: the same seed writes the same file (default 7)")
     g.add_argument("--out", required=True, help="the file to write")
     g.set_defaults(func=cmd_generate)

@@ -29,7 +29,7 @@ from shared.app import contracts as app_contracts
 from shared.app import settings
 from shared.core import layout
 from shared.tools import clients
-from shared.tools.checks import dataset_contract, known_contract, raw_name
+from shared.tools.checks import at_least, dataset_contract, known_contract, raw_name
 from shared.tools.failures import CommandError
 from shared.tools.status_text import needs_a_person, parked_blobs, render_status, waiting_with_parked
 
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("status", help="what ran, failed and why, poison queues, lag, what waits; exit 1 if a person is needed")
     s.add_argument("--since", type=parse_age, default=parse_age("24h"), help="how far back: 30m, 24h, 7d (default 24h)")
     s.add_argument("--dataset", help="only this dataset")
-    s.add_argument("--limit", type=int, default=15, help="recent runs to list (default 15)")
+    s.add_argument("--limit", type=at_least(0), default=15, help="recent runs to list (default 15)")
     s.add_argument("--json", action="store_true", help="print the status as JSON (same exit code)")
     s.set_defaults(func=cmd_status)
 
@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     b = sub.add_parser("backfill", help="process every blob under a raw prefix, here or queued for the app")
     b.add_argument("--prefix", required=True, help="raw blob name prefix, e.g. bank_transactions/2023/ (raw/ optional)")
-    b.add_argument("--concurrency", type=int, default=2, help="files processed at once (default 2)")
+    b.add_argument("--concurrency", type=at_least(1), default=2, help="files processed at once (default 2)")
     b.add_argument("--queue", action="store_true", help="queue ingest requests for the app instead of working here")
     b.set_defaults(func=cmd_backfill)
 
