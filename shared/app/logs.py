@@ -3,6 +3,11 @@
 Every record carries what an operator filters on (``run_id``, ``dataset``, ``source_blob``,
 ``status``, ``timings``) when the code passes it as ``extra``. Passwords in DSNs and URLs are
 redacted from every message, whoever logs it.
+
+The level is INFO by default, in the Function App and locally: an INFO record is one line per
+file ingested, loaded or refused and one per nightly run, which is what an operator reads; a
+quieter default left the JSON lines empty. Locally ``PIPELINE_LOG_LEVEL`` (DEBUG, INFO, WARNING,
+ERROR) and ``PIPELINE_LOG_FORMAT=json`` change them; in Azure, host.json's ``logging.logLevel``.
 """
 
 from __future__ import annotations
@@ -48,11 +53,20 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+DEFAULT_LEVEL = "INFO"
+
+
+def json_format() -> bool:
+    """``PIPELINE_LOG_FORMAT=json``: the local tools log, and report their progress, as JSON lines."""
+    return os.environ.get("PIPELINE_LOG_FORMAT", "text").strip().lower() == "json"
+
+
 def configure(level: str | None = None, json_lines: bool | None = None) -> None:
-    """Log as JSON lines to stderr (``PIPELINE_LOG_FORMAT=json``) or as plain text."""
-    level = level or os.environ.get("PIPELINE_LOG_LEVEL", "WARNING")
+    """Log as JSON lines to stderr (``PIPELINE_LOG_FORMAT=json``) or as plain text, at
+    ``PIPELINE_LOG_LEVEL`` (INFO by default)."""
+    level = level or os.environ.get("PIPELINE_LOG_LEVEL") or DEFAULT_LEVEL
     if json_lines is None:
-        json_lines = os.environ.get("PIPELINE_LOG_FORMAT", "text") == "json"
+        json_lines = json_format()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
@@ -78,4 +92,4 @@ def protect() -> None:
     logging.setLogRecordFactory(factory)
     logger = logging.getLogger("pipeline")
     if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
+        logger.setLevel(DEFAULT_LEVEL)

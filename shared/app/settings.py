@@ -40,8 +40,8 @@ SETTINGS = {
 
 
 LOCAL_SETTINGS = {
-    "PIPELINE_LOG_LEVEL": "log level of the command line (default WARNING)",
-    "PIPELINE_LOG_FORMAT": "json for JSON lines from the command line (default text)",
+    "PIPELINE_LOG_LEVEL": "log level of the command line and the local runner (default INFO)",
+    "PIPELINE_LOG_FORMAT": "json for JSON lines from the command line, the runner's progress included (default text)",
     "PIPELINE_RUNNER_LEASE_SECONDS": "how long the local runner hides a message it works on (default 300)",
 }
 """Read by local tools only (the CLI and the runner): never app settings."""

@@ -265,7 +265,9 @@ def latest(conn: Connection, schema: str, source_blob: str) -> dict[str, Any] | 
 
 
 def status_report(conn: Connection, schema: str, *, since: datetime, dataset: str | None, limit: int) -> dict[str, Any]:
-    """What ``status`` shows of the ledger: rows updated since ``since`` (of one dataset)."""
+    """What ``status`` shows of the ledger: rows updated since ``since`` (of one dataset), and,
+    whenever they happened, the blobs whose latest row is failed or rejected (``outstanding``:
+    a failure of last week that nothing fixed still needs a person today)."""
     t = table(schema)
     where = sql.SQL("updated_at >= %s") + (sql.SQL(" AND dataset = %s") if dataset else sql.SQL(""))
     params: list[Any] = [since, dataset] if dataset else [since]
@@ -286,6 +288,16 @@ def status_report(conn: Connection, schema: str, *, since: datetime, dataset: st
         ).format(t, where, _literal(LOADED)),
         params,
     ).fetchall()
+    latest = sql.SQL(
+        "SELECT DISTINCT ON (source_blob) source_blob, status, error_code FROM {} {} ORDER BY source_blob, updated_at DESC"
+    ).format(t, sql.SQL("WHERE dataset = %s") if dataset else sql.SQL(""))
+    outstanding = conn.execute(
+        sql.SQL(
+            "SELECT status, coalesce(error_code, '?'), count(*), min(source_blob) FROM ({}) latest "
+            "WHERE status IN ({}) GROUP BY 1, 2 ORDER BY 3 DESC"
+        ).format(latest, _literal(FAILED, REJECTED)),
+        [dataset] if dataset else [],
+    ).fetchall()
     recent = conn.execute(
         sql.SQL(
             "SELECT updated_at, status, source_blob, rows_read, rows_valid, rows_rejected, rows_duplicate, error_code, attempts "
@@ -296,6 +308,7 @@ def status_report(conn: Connection, schema: str, *, since: datetime, dataset: st
     return {
         "runs_by_status": by_status,
         "failures": [{"status": s, "reason": r, "count": n, "example": ex} for s, r, n, ex in failures],
+        "outstanding": [{"status": s, "reason": r, "count": n, "example": ex} for s, r, n, ex in outstanding],
         "lag_seconds": [float(r[0]) for r in lags],
         "recent": [
             dict(zip(("at", "status", "blob", "read", "valid", "rejected", "duplicate", "error", "attempts"), r, strict=True))

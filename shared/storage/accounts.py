@@ -44,27 +44,30 @@ def _service_uri(connection: str, service: str, env: Mapping[str, str]) -> str |
     )
 
 
-def blob_service(connection: str = DATA_CONNECTION, env: Mapping[str, str] | None = None) -> Any:
+def blob_service(connection: str = DATA_CONNECTION, env: Mapping[str, str] | None = None, **options: Any) -> Any:
+    """The blob service of a connection; ``options`` go to the SDK client (a command line that
+    must fail fast passes a short retry policy and connection timeout; the app keeps the SDK's)."""
     from azure.storage.blob import BlobServiceClient
 
     env = os.environ if env is None else env
     conn_str = _setting(env, connection)
     if conn_str:
-        return BlobServiceClient.from_connection_string(conn_str)
+        return BlobServiceClient.from_connection_string(conn_str, **options)
     uri = _service_uri(connection, "blob", env)
     if not uri:
         raise RuntimeError(f"app setting {connection} (or {connection}__blobServiceUri) is not set")
-    return BlobServiceClient(account_url=uri, credential=_credential(connection, env))
+    return BlobServiceClient(account_url=uri, credential=_credential(connection, env), **options)
 
 
-def queue_service(connection: str = DATA_CONNECTION, env: Mapping[str, str] | None = None) -> Any:
+def queue_service(connection: str = DATA_CONNECTION, env: Mapping[str, str] | None = None, **options: Any) -> Any:
+    """The queue service of a connection; ``options`` as for ``blob_service``."""
     from azure.storage.queue import QueueServiceClient
 
     env = os.environ if env is None else env
     conn_str = _setting(env, connection)
     if conn_str:
-        return QueueServiceClient.from_connection_string(conn_str)
+        return QueueServiceClient.from_connection_string(conn_str, **options)
     uri = _service_uri(connection, "queue", env)
     if not uri:
         raise RuntimeError(f"app setting {connection} (or {connection}__queueServiceUri) is not set")
-    return QueueServiceClient(account_url=uri, credential=_credential(connection, env))
+    return QueueServiceClient(account_url=uri, credential=_credential(connection, env), **options)

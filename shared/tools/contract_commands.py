@@ -21,12 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.tools.checks import known_contract, local_csv, raw_name
+from shared.tools.failures import CommandError
+
 CHECK_LIMIT = 20
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this module's commands to the CLI."""
-    i = sub.add_parser("infer", help="draft a contract from a sample file")
+    i = sub.add_parser("infer", help="draft a contract from a sample file, every guess marked for a person to edit")
     i.add_argument("file", help="a local CSV file (.csv or .csv.gz, any encoding the pipeline reads)")
     i.add_argument("--dataset", help="dataset name (default: from the file name)")
     i.add_argument("--out", help="write the draft here (e.g. contracts/NAME.toml) instead of printing it")
@@ -34,16 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     i.add_argument("--sample-mb", type=float, default=8.0, help="read at most this much of the file (default 8)")
     i.set_defaults(func=cmd_infer)
 
-    c = sub.add_parser("check", help="dry-run a local file against a contract; writes nothing")
-    c.add_argument("file")
+    c = sub.add_parser("check", help="dry-run a local file against a contract: what would be rejected and why; writes nothing")
+    c.add_argument("file", help="the local file to try (.csv or .csv.gz)")
     c.add_argument("--dataset", help="the dataset whose contract to use (from PIPELINE_CONTRACTS_DIR)")
     c.add_argument("--contract", help="a contract file to use instead (e.g. a draft from infer)")
     c.add_argument("--limit", type=int, default=CHECK_LIMIT, help=f"rejected rows to show (default {CHECK_LIMIT})")
     c.add_argument("--fail-on-rejects", action="store_true", help="exit 1 when any row would be rejected")
     c.set_defaults(func=cmd_check)
 
-    r = sub.add_parser("report", help="the quality summary of a run")
-    r.add_argument("target", help="a manifest or error-report JSON file, or a raw blob name (its latest run)")
+    r = sub.add_parser("report", help="the quality summary of a run: from a manifest file or a raw blob's latest run")
+    r.add_argument("target", help="a manifest or error-report JSON file, or a raw blob name (its latest run; raw/ optional)")
     r.add_argument("--folder", help="read runs from a local folder written by `process --out` instead of storage")
     r.add_argument("--html", help="also write the run's HTML page to this file")
     r.set_defaults(func=cmd_report)
@@ -56,10 +59,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from shared.core.errors import FileRefused
     from shared.tools import inference
 
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"no such file: {path}", file=sys.stderr)
-        return 2
+    path = local_csv(args.file)
     try:
         draft = inference.infer(path, dataset=args.dataset, sample_bytes=int(args.sample_mb * 1024 * 1024))
     except FileRefused as refusal:
@@ -72,10 +72,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out)
     if out.exists() and not args.force:
-        print(f"{out} exists; use --force to overwrite it", file=sys.stderr)
-        return 2
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+        raise CommandError(f"{out} exists; use --force to overwrite it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot write {out}: {exc.strerror or exc}") from exc
     sampled = f"first {draft.rows:,}" if draft.truncated else f"all {draft.rows:,}"
     print(f"wrote {out}: {len(draft.columns)} columns from the {sampled} rows of {path.name}; read the '# guess' lines")
     return 0
@@ -85,20 +87,18 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _contract(args: argparse.Namespace) -> Any:
-    from shared.app import settings
-    from shared.core.contract import load_contract, load_contracts
+    from shared.core.contract import load_contract
 
     if args.contract:
+        if not Path(args.contract).is_file():
+            raise CommandError(f"no such contract file: {args.contract}")
         contract = load_contract(args.contract)
         if args.dataset and args.dataset != contract.dataset:
-            raise SystemExit(f"{args.contract} is the contract of {contract.dataset!r}, not {args.dataset!r}")
+            raise CommandError(f"{args.contract} is the contract of {contract.dataset!r}, not {args.dataset!r}")
         return contract
     if not args.dataset:
-        raise SystemExit("say which contract: --dataset NAME or --contract PATH")
-    contracts = load_contracts(settings.contracts_dir())
-    if args.dataset not in contracts:
-        raise SystemExit(f"no contract for {args.dataset!r} in {settings.contracts_dir()}; known: {', '.join(sorted(contracts))}")
-    return contracts[args.dataset]
+        raise CommandError("say which contract: --dataset NAME or --contract PATH")
+    return known_contract(args.dataset)
 
 
 def dry_run(path: Path, contract: Any, scratch: Path) -> dict[str, Any]:
@@ -151,10 +151,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from shared.core import report
     from shared.core.errors import FILE_REASONS, FileRefused
 
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"no such file: {path}", file=sys.stderr)
-        return 2
+    path = local_csv(args.file)
     contract = _contract(args)
     scratch = Path(tempfile.mkdtemp(prefix="check-"))
     try:
@@ -187,7 +184,7 @@ def latest_run(store: Any, blob: str) -> dict[str, Any] | None:
     """The newest manifest (or, for a refused run, error report) of a raw blob."""
     from shared.core import layout
 
-    name = blob.removeprefix(f"{layout.RAW}/")
+    name = raw_name(blob)
     paths = layout.run_paths(name, "latest", layout.dataset_of(name))
     candidates: list[tuple[str, str, str]] = []  # (run id, container, blob)
     manifests = f"{paths.dataset}/manifests/{paths.source_key}/"
@@ -214,15 +211,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
             store: Any = FolderStore(Path(args.folder))
         else:
-            from shared.storage.blobs import BlobStore
+            from shared.tools import clients
 
-            store = BlobStore()
+            store = clients.blob_store()
         doc = latest_run(store, args.target)
         if doc is None:
             print(f"no run of {args.target!r} found (neither a manifest nor an error report)", file=sys.stderr)
             return 1
     print(report.text_summary(doc))
     if args.html:
-        Path(args.html).write_text(report.html_report(doc), encoding="utf-8")
+        try:
+            Path(args.html).write_text(report.html_report(doc), encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"cannot write {args.html}: {exc.strerror or exc}") from exc
         print(f"  page: {args.html}")
     return 0 if doc.get("status") == "succeeded" else 1

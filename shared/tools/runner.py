@@ -45,8 +45,13 @@ from shared.app import settings
 from shared.app.retries import is_transient
 from shared.core.layout import BLOB_TRIGGER_POISON
 from shared.storage import accounts, queues
+from shared.tools import clients
 
 log = logging.getLogger("pipeline.runner")
+
+NOTICE_SECONDS = 5.0
+"""How often the runner says again that it is still waiting: storage unreachable, or messages
+it cannot see yet. Once and then silence looks like a hang."""
 
 RECEIPTS_CONTAINER = "azure-webjobs-hosts"
 PROCESSING_VISIBILITY = timedelta(minutes=5)
@@ -170,8 +175,14 @@ class LocalHost:
     # --- clients -------------------------------------------------------------------------
 
     def services(self, connection: str) -> tuple[Any, Any]:
+        """The runner's own clients (polling, receipts, queue outputs), with a short retry policy
+        so that a poll fails within seconds when storage is down and the runner can say so; the
+        functions themselves use the app's clients, with the SDK's patient policy, as in Azure."""
         if connection not in self._services:
-            self._services[connection] = (accounts.blob_service(connection), accounts.queue_service(connection))
+            self._services[connection] = (
+                accounts.blob_service(connection, **clients.RUNNER),
+                accounts.queue_service(connection, **clients.RUNNER),
+            )
         return self._services[connection]
 
     def prepare(self) -> None:
@@ -205,27 +216,32 @@ class LocalHost:
         deadline = time.monotonic() + timeout if timeout else None
         self._until_reachable(self.prepare, deadline)
         inflight: set[Future[Any]] = set()
-        outage = 0
+        outage, hidden = Notice(), Notice(first=2.0, every=2 * NOTICE_SECONDS)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="fn") as pool:
             while not self._stop.is_set():
                 inflight = {f for f in inflight if not f.done()}
                 try:
                     started = self._dispatch(pool, inflight)
                     idle = until_idle and not inflight and not started and self._idle()
+                    if until_idle and not idle and not started and not inflight:
+                        self._say_what_hides(hidden)
+                    else:
+                        hidden.end()
                 except Exception as exc:
                     # storage unreachable (a restart, a network blip): the host keeps polling,
                     # and so does the runner, backing off up to maxPollingInterval
                     if not is_transient(exc):
                         raise
-                    outage += 1
-                    if outage == 1:
-                        self.on_event(f"  runner: storage unreachable, polling again until it is back: {type(exc).__name__}")
+                    waited = outage.due()
+                    if waited is not None:
+                        what = "storage still unreachable" if waited else "storage unreachable, polling again until it is back"
+                        self.on_event(f"  runner: {what} ({waited:.0f} s so far): {_brief(exc)}")
                     started, idle = 0, False
-                    time.sleep(min(self.max_poll, self.poll * 2**outage))
+                    time.sleep(min(self.max_poll, self.poll * 2**outage.tries))
                 else:
-                    if outage:
-                        self.on_event(f"  runner: storage reachable again after {outage} failed poll(s)")
-                    outage = 0
+                    waited = outage.end()
+                    if waited is not None:
+                        self.on_event(f"  runner: storage reachable again after {waited:.0f} s")
                 if idle:
                     break
                 if deadline and time.monotonic() > deadline:
@@ -235,21 +251,53 @@ class LocalHost:
         return self.stats
 
     def _until_reachable(self, step: Callable[[], Any], deadline: float | None) -> None:
-        """Run a storage call, retrying it (and saying so, once) while the storage is unreachable."""
-        waited = False
+        """Run a storage call, retrying it (and saying so every few seconds) while the storage
+        is unreachable."""
+        notice = Notice()
         while True:
             try:
                 step()
+                waited = notice.end()
+                if waited is not None:
+                    self.on_event(f"  runner: storage reachable after {waited:.0f} s")
                 return
             except Exception as exc:
                 if self._stop.is_set():
                     return  # asked to stop while waiting: nothing to stop
                 if not is_transient(exc) or (deadline and time.monotonic() > deadline):
                     raise
-                if not waited:
-                    self.on_event(f"  runner: storage unreachable, waiting for it: {type(exc).__name__}: {exc}")
-                    waited = True
+                waited = notice.due()
+                if waited is not None:
+                    what = "storage unreachable, waiting for it" if not waited else "storage still unreachable"
+                    self.on_event(f"  runner: {what} ({waited:.0f} s so far): {_brief(exc)}")
                 time.sleep(self.max_poll)
+
+    def _say_what_hides(self, notice: Notice) -> None:
+        """``until_idle`` is waiting for work it cannot take yet: say what and for how long.
+        Queue messages that no receive returns are invisible: taken by a runner that stopped
+        (back when its lease ends) or waiting out a failed delivery's ``visibilityTimeout``."""
+        waited = notice.due()
+        if waited is None:
+            return
+        hidden = []
+        for spec in self.specs:
+            if spec.kind == "queueTrigger":
+                queue = self.services(spec.trigger["connection"])[1].get_queue_client(spec.trigger["queueName"])
+                count = queue.get_queue_properties().approximate_message_count or 0
+                if count:
+                    hidden.append(f"{count} on {spec.trigger['queueName']}")
+        retry = self.retry_after.total_seconds()
+        if hidden:
+            self.on_event(
+                f"  runner: waiting for message(s) not visible yet ({', '.join(hidden)}; {waited:.0f} s so far): "
+                f"held by a runner that stopped until its lease ends (up to {self.lease} s, PIPELINE_RUNNER_LEASE_SECONDS), "
+                f"or a failed delivery waiting out visibilityTimeout ({retry:g} s)"
+            )
+        now = time.monotonic()
+        with self._lock:
+            blobs = sum(1 for _, not_before in self._blob_failures.values() if not_before > now)
+        if blobs:
+            self.on_event(f"  runner: {blobs} blob(s) wait out visibilityTimeout ({retry:g} s) before their next try")
 
     def _watch(self, future: Future[Any], label: str) -> Future[Any]:
         """An invocation's own bookkeeping (deleting its message, writing its receipt) can fail
@@ -473,6 +521,36 @@ def _send_creating(queue: Any, body: str) -> None:
     except ResourceNotFoundError:
         _create(lambda _name: queue.create_queue(), queue.queue_name)
         queue.send_message(body)
+
+
+class Notice:
+    """A waiting state said out loud: after ``first`` seconds, then every ``every`` seconds
+    while it lasts; ``end()`` closes it and says how long it lasted (if anything was said)."""
+
+    def __init__(self, first: float = 0.0, every: float = NOTICE_SECONDS) -> None:
+        self.first, self.every = first, every
+        self.since: float | None = None
+        self.said: float | None = None
+        self.tries = 0
+
+    def due(self) -> float | None:
+        """Seconds waited so far, when it is time to say so (again); else ``None``."""
+        now = time.monotonic()
+        self.tries += 1
+        self.since = now if self.since is None else self.since
+        if now - self.since < self.first or (self.said is not None and now - self.said < self.every):
+            return None
+        self.said = now
+        return now - self.since
+
+    def end(self) -> float | None:
+        waited = time.monotonic() - self.since if self.since is not None and self.said is not None else None
+        self.since, self.said, self.tries = None, None, 0
+        return waited
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 def _create(create: Callable[[str], Any], name: str) -> None:

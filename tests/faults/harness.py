@@ -403,11 +403,11 @@ def impatient_storage(retries: int = 0, backoff: float = 0.5) -> Callable[[], No
     patience = {"retry_total": retries, "initial_backoff": backoff, "increment_base": 2, "random_jitter_range": 0}
     originals = accounts.blob_service, accounts.queue_service
 
-    def blob_service(connection: str = accounts.DATA_CONNECTION) -> Any:
-        return BlobServiceClient.from_connection_string(settings.env(connection) or "", **patience)
+    def blob_service(connection: str = accounts.DATA_CONNECTION, env: Any = None, **options: Any) -> Any:
+        return BlobServiceClient.from_connection_string(settings.env(connection) or "", **{**options, **patience})
 
-    def queue_service(connection: str = accounts.DATA_CONNECTION) -> Any:
-        return QueueServiceClient.from_connection_string(settings.env(connection) or "", **patience)
+    def queue_service(connection: str = accounts.DATA_CONNECTION, env: Any = None, **options: Any) -> Any:
+        return QueueServiceClient.from_connection_string(settings.env(connection) or "", **{**options, **patience})
 
     accounts.blob_service, accounts.queue_service = blob_service, queue_service  # type: ignore[assignment]
 
