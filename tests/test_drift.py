@@ -213,3 +213,15 @@ def test_drift_end_to_end_a_new_column_changes_nothing_in_postgres_and_type_drif
     assert drift["bank_transactions/extra.csv"]["extra_columns"] == ["Branch"]
     assert drift["bank_transactions/plain.csv"]["extra_columns"] == []
     assert BANK.drift.extra_columns == "discard"
+
+
+def test_a_file_refused_for_type_drift_still_accounts_for_every_row_it_read(tmp_path):
+    from shared.app import ingest
+    from shared.storage.blobs import FolderStore
+
+    store = FolderStore(tmp_path / "store")
+    store.upload_bytes("raw", "bank_transactions/drifted.csv", HEADER + b"\n" + b"1/3/2022,RETAIL,Goa,five,1\n" * 30)
+    doc = ingest.ingest(store, "bank_transactions/drifted.csv", {"bank_transactions": BANK}, work_dir=tmp_path)
+    assert doc["status"] == "rejected" and doc["error"]["code"] == "type_drift"
+    c = doc["counts"]
+    assert (c["rows_read"], c["rows_valid"], c["rows_rejected"], c["rows_duplicate"]) == (30, 0, 30, 0)

@@ -169,7 +169,8 @@ def test_the_same_file_twice_never_counts_twice(services, tmp_path):
     run_host()
     assert view_rows(dsn) == first
     statuses = sorted(r["status"] for r in ledger(dsn))
-    assert statuses == ["loaded", "loaded"]  # one row per blob version: two uploads
+    # one row per blob version (two uploads); only the one in the tables says loaded
+    assert statuses == ["loaded", "superseded"]
 
 
 def test_reloading_a_file_replaces_exactly_its_own_contribution(services, tmp_path):

@@ -107,3 +107,38 @@ def test_a_cached_connection_killed_while_idle_is_replaced_before_it_is_used(pg_
     second = cache.get()
     assert second is not first and second.info.backend_pid != pid
     assert second.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_late_request_made_under_an_older_contract_leaves_the_good_ledger_row_alone(tmp_path, pg_dsn):
+    from dataclasses import replace
+
+    store, _ = make(tmp_path, pg_dsn)
+    v2 = {"bank_transactions": replace(CONTRACTS["bank_transactions"], version=2)}
+    cache = connections.ConnectionCache(lambda: psycopg.connect(pg_dsn, autocommit=True))
+    loader = Loader(cache.get, store, v2)
+    old_request = drop(store, "bank_transactions/f.csv", HEADER + b"1/1/2022,RETAIL,Goa,5,1\n")  # made under v1
+    new_request = ingest.ingest(store, "bank_transactions/f.csv", v2)  # the same version, re-ingested under v2
+    assert loader.load(new_request).status == "loaded"
+
+    late = loader.load(old_request)  # the v1 request, delivered again after v2 loaded
+
+    assert late.status == "stale" and "loaded since" in late.detail
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute("SELECT status, run_id, contract_version, error_code FROM pipeline.ledger").fetchall()
+    assert rows == [("loaded", new_request["run_id"], 2, None)]
+    assert totals(pg_dsn) == [("RETAIL", 5)]
+
+
+def test_a_refusal_delivered_after_the_same_version_loaded_changes_nothing(tmp_path, pg_dsn):
+    store, loader = make(tmp_path, pg_dsn)
+    name = "newfeed_x/f.csv"  # refused unknown_dataset first ...
+    refused = drop(store, name, HEADER + b"1/1/2022,RETAIL,Goa,5,1\n")
+    assert refused["error"]["code"] == "unknown_dataset"
+    good = dict(drop(store, "bank_transactions/g.csv", HEADER + b"1/1/2022,RETAIL,Goa,5,1\n"))
+    assert loader.load(good).status == "loaded"
+    late_refusal = {**good, "status": "rejected", "run_id": "20000101T000000000Z-0000", "error": refused["error"]}
+
+    assert loader.load(late_refusal).status == "stale"
+
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT status, error_code FROM pipeline.ledger").fetchall() == [("loaded", None)]

@@ -8,6 +8,7 @@ import pytest
 
 from shared.core import layout
 from shared.core.contract import IDENTIFIER
+from shared.core.redaction import printable, redact
 from shared.storage.blobs import FolderStore
 from tests.test_end_to_end import DATASET, ledger, names, run_host, upload
 
@@ -60,3 +61,39 @@ def test_odd_names_flow_through_the_pipeline_and_the_ledger_keeps_them_exactly(s
     assert all(r["status"] == "loaded" for r in ledger(dsn))
     for blob in names(azurite, "curated"):
         assert ".." not in blob.split("/")
+
+
+def test_a_password_with_an_unencoded_at_reaches_no_log_line_in_any_form(monkeypatch):
+    import logging
+
+    import psycopg
+
+    from shared.app.logs import JsonFormatter
+    from shared.postgres import connections
+
+    monkeypatch.setenv("POSTGRES_DSN", "postgresql://u:S3cret@At@PW8@127.0.0.1:1/db")
+    plan = connections.plan()
+    with pytest.raises(psycopg.OperationalError) as failed:
+        connections.connect(plan)
+    record = logging.LogRecord(
+        "pipeline.load", logging.WARNING, __file__, 1, "load failed: %s (%s)", (failed.value, plan.conninfo), None
+    )
+    line = JsonFormatter().format(record)
+    for fragment in ("S3cret", "At@PW8", "cret@At"):
+        assert fragment not in line and fragment not in plan.describe
+    assert "127.0.0.1" in line  # the host stays: an operator needs it
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["password=s3cret host=h", "password = 's3 cret'", "postgresql://u:s3cret@h/db", "https://h/p?password=s3cret&x=1"],
+)
+def test_every_written_form_of_a_password_is_redacted(text):
+    assert "s3" not in redact(text) and "***" in redact(text)
+
+
+def test_a_name_holding_line_ends_or_terminal_controls_prints_as_one_visible_line():
+    forged = "bank/x.csv\nINFO pipeline.load: bank/y.csv loaded\x1b[2K\u202ecsv.exe"
+    shown = printable(forged)
+    assert "\n" not in shown and "\x1b" not in shown and "\u202e" not in shown
+    assert shown == "bank/x.csv\\nINFO pipeline.load: bank/y.csv loaded\\x1b[2K\\u202ecsv.exe"

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from shared.app import scratch as scratch_folders
 from shared.app import settings, telemetry
 from shared.core import layout, manifest, report, source, transform
 from shared.core.contract import Contract
@@ -56,7 +56,7 @@ def ingest(
     started = time.perf_counter()
     info, blocks = reader() if reader else store.open_blocks(container, blob_name)
     contract = contracts.get(dataset) if dataset else None
-    scratch = Path(tempfile.mkdtemp(prefix=f"ingest-{run_id}-", dir=work_dir or settings.work_dir()))
+    scratch = scratch_folders.new_folder(f"ingest-{run_id}-", work_dir)
     span_attrs = {"dataset": paths.dataset, "source_blob": blob_name, "run_id": run_id}
     try:
         with telemetry.stage("ingest", None, **span_attrs):
@@ -187,6 +187,7 @@ def _refuse(
         detail=refusal.detail,
         outputs={"quarantined": manifest.blob_ref(copy), "error_report": manifest.blob_ref(paths.error_report)},
         timings=timings,
+        rows_read=refusal.rows_read,
     )
     store.upload_bytes(*paths.error_report, json.dumps(doc, indent=2, default=str).encode(), "application/json")
     log.warning(

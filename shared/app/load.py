@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any, Literal
 import polars as pl
 from psycopg import Connection
 
+from shared.app import scratch as scratch_folders
 from shared.app import telemetry
 from shared.app.retries import is_transient
 from shared.core import layout
@@ -148,13 +148,20 @@ class Loader:
         if request["status"] != "succeeded" or contract is None:
             with conn.transaction():
                 locks.lock_source(conn, request["dataset"], blob)
-                ledger.record(conn, self.schema, request, ledger.REJECTED)
+                overtaken = self._overtaken(conn, request)
+                if not overtaken:
+                    ledger.record(conn, self.schema, request, ledger.REJECTED)
+            if overtaken:
+                return Outcome("stale", blob, run_id, detail=overtaken)
             return Outcome("rejected", blob, run_id, detail=(request.get("error") or {}).get("code", "unknown_dataset"))
         if request.get("contract_version") != contract.version:
             detail = f"produced under contract v{request.get('contract_version')}, current is v{contract.version}: re-ingest"
             with conn.transaction():
-                ledger.record(conn, self.schema, request, ledger.FAILED, error_code="stale_contract", error_detail=detail)
-            return Outcome("stale", blob, run_id, detail=detail)
+                locks.lock_source(conn, contract.dataset, blob)
+                overtaken = self._overtaken(conn, request)
+                if not overtaken:
+                    ledger.record(conn, self.schema, request, ledger.FAILED, error_code="stale_contract", error_detail=detail)
+            return Outcome("stale", blob, run_id, detail=overtaken or detail)
         # Under the source's lock, so that a skip is decided on committed outcomes only, and an
         # older version is recorded as superseded whether it is found out early or late.
         with conn.transaction():
@@ -165,7 +172,7 @@ class Loader:
         if early:
             return Outcome(early, blob, run_id)
 
-        scratch = Path(tempfile.mkdtemp(prefix="load-"))
+        scratch = scratch_folders.new_folder("load-")
         rows: dict[str, int] = {}
         try:
             frames = self._fetch(request, contract, scratch)
@@ -186,6 +193,35 @@ class Loader:
             return Outcome(late, blob, run_id)
         return Outcome("loaded", blob, run_id, rows=rows)
 
+    def _overtaken(self, conn: Connection, request: Manifest) -> str | None:
+        """Why a late request (refused, or of an older contract) must change nothing: this
+        version was loaded since by another run, or a newer version of the blob is loaded. A
+        re-delivered message must never rewrite a good ledger row (under the source's lock)."""
+        src = request["source"]
+        row = ledger.get(conn, self.schema, src["blob"], src["etag"])
+        if row and row["status"] == ledger.LOADED and row["run_id"] != request["run_id"]:
+            return f"this version was loaded since by run {row['run_id']} (contract v{row['contract_version']}): nothing to do"
+        newer = self._newer_loaded(conn, src)
+        if newer:
+            return f"a newer version of the blob is loaded (run {newer['run_id']}): nothing to do"
+        return None
+
+    def _newer_loaded(self, conn: Connection, src: SourceVersion) -> dict[str, Any] | None:
+        """The loaded version of the source, if it is newer than ``src``."""
+        cur = ledger.current(conn, self.schema, src["blob"])
+        if not cur or cur["etag"] == src["etag"] or cur["last_modified"] is None:
+            return None
+        from datetime import datetime
+
+        mine = datetime.fromisoformat(src["last_modified"])
+        if cur["last_modified"] > mine:
+            return cur
+        if cur["last_modified"] == mine and not self._is_current_in_raw(src):
+            # Last-Modified has one-second resolution: two versions written within the same
+            # second tie. The version in raw now is the newer one; any other is superseded.
+            return cur
+        return None
+
     def _skip_reason(self, conn: Connection, request: Manifest, contract: Contract) -> Literal["duplicate", "superseded"] | None:
         """'duplicate' if this version is already loaded under this contract version,
         'superseded' if a newer version of the blob is loaded."""
@@ -194,18 +230,7 @@ class Loader:
         already = row and row["status"] == ledger.LOADED and row["contract_version"] == contract.version
         if already and (not request.get("force") or row["run_id"] == request["run_id"]):  # type: ignore[index]
             return "duplicate"
-        cur = ledger.current(conn, self.schema, src["blob"])
-        if cur and cur["etag"] != src["etag"] and cur["last_modified"] is not None:
-            from datetime import datetime
-
-            mine = datetime.fromisoformat(src["last_modified"])
-            if cur["last_modified"] > mine:
-                return "superseded"
-            if cur["last_modified"] == mine and not self._is_current_in_raw(src):
-                # Last-Modified has one-second resolution: two versions written within the same
-                # second tie. The version in raw now is the newer one; any other is superseded.
-                return "superseded"
-        return None
+        return "superseded" if self._newer_loaded(conn, src) else None
 
     def _is_current_in_raw(self, src: SourceVersion) -> bool:
         from azure.core.exceptions import ResourceNotFoundError

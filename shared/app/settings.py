@@ -91,6 +91,12 @@ def host_config() -> dict:
     return json.loads((APP_ROOT / "host.json").read_text())
 
 
+def function_timeout_seconds() -> float:
+    """``functionTimeout`` of host.json: the longest an invocation can run before the host ends it."""
+    h, m, s = (float(x) for x in str(host_config().get("functionTimeout", "00:30:00")).split(":"))
+    return h * 3600 + m * 60 + s
+
+
 def queue_settings() -> dict:
     return host_config().get("extensions", {}).get("queues", {})
 

@@ -41,7 +41,15 @@ class PipelineError(Exception):
 
 
 class FileRefused(PipelineError):
-    """The whole file is refused: it goes to quarantine with an error report, never retried."""
+    """The whole file is refused: it goes to quarantine with an error report, never retried.
+
+    ``rows_read``: the data rows read before the refusal, when the whole file was read (a
+    type drift is found only then); they are all counted as rejected, so that a refused file
+    still accounts for every row it has."""
+
+    def __init__(self, code: str, detail: str, *, rows_read: int = 0) -> None:
+        super().__init__(code, detail)
+        self.rows_read = rows_read
 
 
 class TransientError(PipelineError):

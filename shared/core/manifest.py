@@ -98,7 +98,9 @@ def rejected(
     detail: str,
     outputs: Outputs,
     timings: dict[str, float],
+    rows_read: int = 0,
 ) -> Manifest:
+    """A refused file: its rows (when it was read through) all count as rejected."""
     return {
         "manifest_version": MANIFEST_VERSION,
         "status": REJECTED,
@@ -107,7 +109,7 @@ def rejected(
         "contract_version": contract_version,
         "source": _source(info),
         "source_key": paths.source_key,
-        "counts": {"rows_read": 0, "rows_valid": 0, "rows_rejected": 0, "rows_duplicate": 0, "groups": {}},
+        "counts": {"rows_read": rows_read, "rows_valid": 0, "rows_rejected": rows_read, "rows_duplicate": 0, "groups": {}},
         "error": {"code": code, "detail": detail},
         "outputs": outputs,
         "timings": {k: round(v, 4) for k, v in timings.items()},

@@ -190,7 +190,7 @@ def run(
     rejects = _Rejects(plan, out_dir, lineage, meta, zstd_level)
     totals = _pass1(plan, source, spill, rejects)
     rows_read = totals.get("read", 0)
-    _refuse_type_drift(contract, totals)
+    _refuse_type_drift(contract, totals, rows_read)
     outputs = Outputs(clean=out_dir / "clean", rejects=rejects.finish(), aggregates={})
     duplicates = _Pass2(plan, spill, outputs, lineage, meta, zstd_level).run(range_rows)
     groups = _write_aggregates(plan, out_dir, lineage, meta, outputs)
@@ -700,7 +700,7 @@ def _runs(pieces: Iterator[tuple[pl.DataFrame, object]]) -> Iterator[tuple[pl.Da
         yield pl.concat(run, how="vertical_relaxed"), tag
 
 
-def _refuse_type_drift(contract: Contract, totals: dict[str, int]) -> None:
+def _refuse_type_drift(contract: Contract, totals: dict[str, int], rows_read: int) -> None:
     """A column whose values mostly stop parsing means the feed changed: refuse the whole file
     rather than load a file's worth of rejects in place of its previous contribution."""
     limit = contract.drift.max_invalid_share
@@ -714,6 +714,7 @@ def _refuse_type_drift(contract: Contract, totals: dict[str, int]) -> None:
                 "type_drift",
                 f"{bad} of {present} values of {col.source!r} are not a valid {col.type} "
                 f"({INVALID_CODE[col.type]}); the contract allows at most {limit:.0%}",
+                rows_read=rows_read,
             )
 
 

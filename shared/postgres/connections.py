@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from shared.core.redaction import redact
+from shared.core.redaction import redact, register_secret
 
 ENTRA_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 MAX_LIFETIME_SECONDS = 30 * 60
@@ -90,10 +90,12 @@ def plan(
     env = _reader(environ)
     dsn = env("POSTGRES_DSN")
     if dsn:
+        protect(dsn)
         return ConnectionPlan(dsn, describe=redact(dsn))
     secret_uri = env("POSTGRES_DSN_SECRET_URI")
     if secret_uri:
         dsn = _secret_dsn(secret_uri, credential or _default_credential(environ), secret_client_factory)
+        protect(dsn)
         return ConnectionPlan(dsn, describe=f"Key Vault secret {secret_uri}: {redact(dsn)}")
     host = env("POSTGRES_HOST")
     if host:
@@ -107,6 +109,22 @@ def plan(
             conninfo, password=lambda: cred.get_token(ENTRA_SCOPE).token, describe=f"{user}@{host}/{database} (Entra token)"
         )
     raise RuntimeError("no PostgreSQL configured: set POSTGRES_DSN, POSTGRES_DSN_SECRET_URI or POSTGRES_HOST")
+
+
+def protect(dsn: str) -> None:
+    """Register a DSN's password with the redaction of every log line and error: as libpq reads
+    it and as its writer meant it (a URL's user information up to the last ``@``)."""
+    import re
+
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    if password:
+        register_secret(str(password))
+    meant = re.search(r"://[^:/@\s]+:([^\s/?#]*)@", dsn)
+    if meant and meant.group(1):
+        register_secret(meant.group(1))
 
 
 def connect(

@@ -191,6 +191,19 @@ def record(
             "ingested": manifest.get("created_at"),
         },
     )
+    if status == LOADED:
+        _supersede_others(conn, schema, src["blob"], src["etag"])
+
+
+def _supersede_others(conn: Connection, schema: str, source_blob: str, etag: str) -> None:
+    """Once a version is loaded, the source's other loaded version no longer contributes: say
+    so (``superseded``), so that a blob has at most one ``loaded`` row, the one in the tables."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET status = {}, updated_at = now() WHERE source_blob = %s AND source_etag <> %s AND status = {}"
+        ).format(table(schema), _literal(SUPERSEDED), _literal(LOADED)),
+        (source_blob, etag),
+    )
 
 
 def record_failure(conn: Connection, schema: str, manifest: Manifest, code: str, detail: str) -> None:
