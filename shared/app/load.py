@@ -60,6 +60,7 @@ class Outcome:
     detail: str = ""
     seconds: float = 0.0
     lake: dict[str, int | None] = field(default_factory=dict)  # output -> the commit that published it
+    lake_cost: dict[str, int] = field(default_factory=dict)  # commits, races, retries, conflicts
 
 
 class Loader:
@@ -112,7 +113,7 @@ class Loader:
                 ledger.record(conn, self.schema, request, ledger.REJECTED, error_code=code, error_detail=detail[:4000])
             outcome = Outcome("rejected", request["source"]["blob"], request["run_id"], detail=detail)
         if outcome.status in ("loaded", "duplicate") and contract is not None and request["outputs"].get("lake"):
-            outcome.lake = self._publish(conn, request, contract)
+            outcome.lake, outcome.lake_cost = self._publish(conn, request, contract)
         outcome.seconds = time.perf_counter() - started
         telemetry.count_file(request["dataset"], "load", outcome.status)
         log.info(
@@ -123,7 +124,7 @@ class Loader:
         self._tidy(conn, request, outcome)
         return outcome
 
-    def _publish(self, conn: Connection, request: Manifest, contract: Contract) -> dict[str, int | None]:
+    def _publish(self, conn: Connection, request: Manifest, contract: Contract) -> tuple[dict[str, int | None], dict[str, int]]:
         """Once PostgreSQL has committed, make the lake hold what it holds (``shared.app.lake``),
         and name the commits in the run's manifest and report. Any failure raises: the message
         comes back, the ledger says ``duplicate``, and this runs again; a commit already made is
@@ -140,7 +141,7 @@ class Loader:
         mine = {o: v for o, v in versions.items() if v is not None and o in request["outputs"]["lake"]["tables"]}
         if mine and counts.commits:
             self._name_commits(request, mine)
-        return versions
+        return versions, counts.as_dict()
 
     def _lake_options(self) -> dict[str, str]:
         if self._options is None:

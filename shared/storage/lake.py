@@ -152,7 +152,7 @@ def _open_or_create(uri: str, options: dict[str, str], schema: Any, name: str, c
         return table
     try:
         DeltaTable.create(
-            uri, schema, partition_by=[PARTITION], name=name, mode="ignore", configuration=configuration, storage_options=options
+            uri, schema, partition_by=[PARTITION], name=name, mode="error", configuration=configuration, storage_options=options
         )
     except Exception:  # noqa: BLE001 - another writer created it first: open what it made
         pass
