@@ -37,6 +37,9 @@ MAX_COMMIT_RETRIES = 15
 """Races for a log version that delta-rs resolves by itself before it gives up."""
 ATTEMPTS = 20
 """Times this module starts a commit again after delta-rs gave up (each reads the new log)."""
+CHECKPOINT_INTERVAL = "delta.checkpointInterval"
+"""A checkpoint every 10 commits (delta-rs's default is 100): a writer or reader that opens the
+table reads the last checkpoint and at most 9 commits after it, not up to 99."""
 
 
 class LakeSchemaChanged(Exception):
@@ -134,6 +137,9 @@ def table_uri(path: str) -> str:
 
 
 def _open(uri: str, options: dict[str, str]) -> Any:
+    """The table as it is now, or None. Opened afresh each time (the last checkpoint and at most
+    nine commits after it): a table kept open across invocations would not notice that its
+    folder was deleted and rebuilt."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -152,11 +158,15 @@ def _open_or_create(uri: str, options: dict[str, str], schema: Any, name: str, c
         return table
     try:
         DeltaTable.create(
-            uri, schema, partition_by=[PARTITION], name=name, mode="error", configuration=configuration, storage_options=options
-        )
+            uri, schema, partition_by=[PARTITION], name=name, mode="error", storage_options=options,
+            configuration={CHECKPOINT_INTERVAL: "10", **configuration},
+        )  # fmt: skip
     except Exception:  # noqa: BLE001 - another writer created it first: open what it made
         pass
-    return DeltaTable(uri, storage_options=options)
+    table = _open(uri, options)
+    if table is None:
+        raise RuntimeError(f"{uri} could not be created")
+    return table
 
 
 def _widen(table: Any, schema: Any, metadata: dict[str, Any]) -> None:
@@ -228,6 +238,8 @@ def _committed_version(table: Any, read: int, source_key: str, metadata: dict[st
     committed before and after it. The newest commit that carries this source and run."""
     table.update_incremental()
     latest = table.version()
+    if latest == read + 1:
+        return latest  # nobody committed after this writer's snapshot but this writer
     run = metadata.get("pipeline.run_id")
     for entry in table.history(max(1, latest - read)):
         if entry.get("pipeline.source_key") == source_key and entry.get("pipeline.run_id") == run:
