@@ -442,3 +442,16 @@ def test_a_load_whose_lake_files_vanished_fails_before_postgres_changes(services
 
     assert outcome.status == "failed" and "gone" in outcome.detail
     assert view_rows(dsn) == first == merged_daily(read(DAILY))
+
+
+def test_the_function_app_starts_without_importing_delta_rs():
+    """Cold start: deltalake (a 130 MB wheel, ~100 MB of memory once used) is imported by the
+    first publish, never by ``import function_app``."""
+    import subprocess
+    import sys
+
+    code = "import sys, function_app; print(sorted(m for m in ('deltalake', 'arro3', 'duckdb') if m in sys.modules))"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
