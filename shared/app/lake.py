@@ -56,7 +56,8 @@ def sync_source(
     conn: Connection, schema: str, store: Store, contract: Contract, blob: str, *, by: str, options: dict[str, str] | None = None
 ) -> tuple[dict[str, int | None], store_lake.Counts]:
     """Make every table's partition of ``blob`` hold what the ledger says PostgreSQL holds.
-    Returns the version each output's commit made (None: nothing to do) and what it cost."""
+    Returns the version each output's commit made (None: nothing to do) and what it cost; the
+    cost's ``run_id`` is the run the partition now holds ("" when none)."""
     options = options if options is not None else store_lake.storage_options()
     key = layout.source_key(blob)
     counts = store_lake.Counts()
@@ -65,6 +66,7 @@ def sync_source(
         locks.lock_source(conn, contract.dataset, blob)
         current = ledger.current(conn, schema, blob)
         staged = _staged_commit(conn, schema, store, blob, current) if current else None
+        counts.run_id = staged["run_id"] if staged else ""
         if current and staged is None:
             log.warning("%s is loaded by a run that staged nothing for the lake (made before it): re-ingest it", blob)
             return versions, counts

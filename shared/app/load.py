@@ -139,7 +139,7 @@ class Loader:
                 extra={"run_id": request["run_id"], "dataset": contract.dataset, "lake": counts.as_dict()},
             )  # fmt: skip
         mine = {o: v for o, v in versions.items() if v is not None and o in request["outputs"]["lake"]["tables"]}
-        if mine and counts.commits:
+        if mine and counts.commits and counts.run_id == request["run_id"]:
             self._name_commits(request, mine)
         return versions, counts.as_dict()
 

@@ -57,6 +57,7 @@ class Counts:
     retries: int = 0
     conflicts: int = 0
     errors: list[str] = field(default_factory=list)
+    run_id: str = ""  # the run the commits published, when the caller says
 
     def add(self, other: Counts) -> None:
         self.commits += other.commits
