@@ -455,3 +455,63 @@ def test_the_function_app_starts_without_importing_delta_rs():
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_taxi_lake_twins_merged_by_key_equal_the_postgres_views_distinct_counts_included(services, tmp_path):
+    """Timestamps, decimals, a mean, a min, a max and a distinct count (its side table) through
+    the lake: the per-file tables merged as the view merges them give the view's rows."""
+    from shared.tools import samples as generate
+    from tests.test_taxi import view
+
+    azurite, dsn = services
+    for name, seed, rows in (("a", 51, 3_000), ("b", 52, 2_000)):
+        path = generate.taxi_trips(tmp_path / f"{name}.csv", rows, seed=seed)
+        upload(azurite, f"taxi_trips/{name}.csv", path.read_bytes())
+    run_host()
+
+    keys = ["month", "pickup_borough"]
+    per_file = read("taxi_trips/tables/taxi_trips_monthly_by_file")
+    distinct = read("taxi_trips/tables/taxi_trips_monthly_by_file__vendors")
+    assert per_file.schema["first_pickup"] == pl.Datetime("us", "UTC") and per_file["_source_blob"].n_unique() == 2
+    merged = per_file.group_by(keys).agg(
+        pl.col("trips").sum(),
+        pl.col("passengers").sum(),
+        pl.col("fare_total").sum(),
+        (pl.col("distance_mean__sum").sum().cast(pl.Float64) / pl.col("distance_mean__count").sum()).alias("distance_mean"),
+        pl.col("longest_trip").max(),
+        pl.col("first_pickup").min(),
+    )
+    vendors = distinct.drop_nulls("value").group_by(keys).agg(pl.col("value").n_unique().alias("vendors"))
+    lake_rows = merged.join(vendors, on=keys, how="left", nulls_equal=True)
+    got = {(r["month"], r["pickup_borough"]): r for r in lake_rows.iter_rows(named=True)}
+    want = {(r["month"], r["pickup_borough"]): r for r in view(dsn, "taxi_trips_monthly")}
+    assert got.keys() == want.keys()
+    for key, row in want.items():
+        mine = got[key]
+        for column in ("trips", "passengers", "fare_total", "longest_trip", "first_pickup"):
+            assert mine[column] == row[column], (key, column)
+        assert (mine["vendors"] or 0) == (row["vendors"] or 0), key
+        assert mine["distance_mean"] == pytest.approx(row["distance_mean"], rel=1e-12), key
+
+
+def test_a_forget_cut_short_before_the_lake_is_finished_by_the_nightly_reconcile(services, tmp_path):
+    from shared.app import contracts, reprocess
+    from shared.postgres import connections
+    from shared.postgres.replace import remove_source
+    from shared.storage.blobs import BlobStore
+
+    azurite, dsn = services
+    upload(azurite, f"{DATASET}/a.csv", sample(tmp_path, 1_000, seed=46).read_bytes())
+    upload(azurite, f"{DATASET}/b.csv", sample(tmp_path, 1_000, seed=47).read_bytes())
+    run_host()
+    conn = connections.connect()
+    known = contracts.load()
+    remove_source(conn, known[DATASET], f"{DATASET}/a.csv", "pipeline")  # PostgreSQL only: then the worker died
+    assert merged_daily(read(DAILY)) != view_rows(dsn)
+
+    summary = reprocess.maintain_lake(BlobStore(), conn, "pipeline", known, retention_hours=168)
+
+    assert summary["reconciled"]["synced"] == 1
+    assert set(read(CLEAN)["_source_blob"]) == {f"{DATASET}/b.csv"}
+    assert merged_daily(read(DAILY)) == view_rows(dsn)
+    conn.close()

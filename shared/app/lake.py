@@ -107,15 +107,17 @@ def reconcile(
     conn: Connection, schema: str, store: Store, contracts: Mapping[str, Contract], *, options: dict[str, str] | None = None
 ) -> dict[str, int]:
     """Sync every source whose partition in a dataset's tables disagrees with the ledger: loaded
-    by another run than the lake has, or in the lake but no longer loaded. The nightly net under
-    the loader's own publishing (a message parked in poison between the two commits)."""
+    by another run than the lake has, or in the lake but forgotten. The nightly net under the
+    loader's own publishing (a message parked in poison between the two commits)."""
     options = options if options is not None else store_lake.storage_options()
-    done = {"checked": 0, "synced": 0}
+    done = {"checked": 0, "synced": 0, "left_alone": 0}
     for contract in contracts.values():
-        loaded = {r["source_blob"] for r in ledger.all_rows(conn, schema, contract.dataset) if r["status"] == ledger.LOADED}
+        rows = ledger.all_rows(conn, schema, contract.dataset)
+        loaded = {r["source_blob"] for r in rows if r["status"] == ledger.LOADED}
+        forgotten = {r["source_blob"] for r in rows if r["status"] == ledger.REMOVED} - loaded
         runs = {b: cur["run_id"] for b in loaded if (cur := ledger.current(conn, schema, b))}
         wanted = {layout.source_key(b): lake.run_version(r) for b, r in runs.items()}
-        blobs = {layout.source_key(b): b for b in runs}
+        blobs = {layout.source_key(b): b for b in runs | dict.fromkeys(forgotten)}
         stale: set[str] = set()
         for uri in table_uris(contract).values():
             state = store_lake.partitions(uri, options, wanted)
@@ -124,12 +126,13 @@ def reconcile(
             stale |= {k for k in held if k not in wanted and held[k] != lake.removed_version()}
         done["checked"] += len(wanted)
         for key in sorted(stale):
-            if key in blobs:
-                sync_source(conn, schema, store, contract, blobs[key], by="reconcile", options=options)
-            else:  # no ledger row says loaded; its blob name is not known here, only its key
-                meta = commit_metadata("remove", "", contract, source_key=key, by="reconcile")
-                for uri in table_uris(contract).values():
-                    store_lake.remove(uri, options, source_key=key, version=lake.removed_version(), metadata=meta)
+            if key not in blobs:
+                # in the lake, and the ledger neither says loaded nor forgotten (a version refused
+                # after it was loaded leaves its rows in PostgreSQL): not removed on a guess
+                log.warning("lake partition %s of %s has no loaded or forgotten source in the ledger", key, contract.dataset)
+                done["left_alone"] += 1
+                continue
+            sync_source(conn, schema, store, contract, blobs[key], by="reconcile", options=options)
             done["synced"] += 1
     return done
 
