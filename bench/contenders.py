@@ -125,7 +125,9 @@ def aggregates_path(name: str, outdir: Path) -> Path | None:
     if CONTENDERS[name].reference:
         return None
     if name == "pipeline":
-        found = sorted((outdir / "store" / "curated" / DATASET / "aggregates" / "daily").glob("*/*.parquet"))
+        # the run's staged file in the source's partition of the lake's aggregate table
+        table = outdir / "store" / "curated" / DATASET / "tables" / "bank_transactions_daily_by_file"
+        found = sorted(table.glob("_source_key=*/*.parquet"))
         return found[-1] if found else None
     return outdir / AGGREGATES
 

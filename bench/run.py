@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench import common
 
-BENCHMARKS = ("transform", "load", "e2e", "coldstart")
+BENCHMARKS = ("transform", "lake", "load", "e2e", "coldstart")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contenders", help="comma-separated subset of the transform contenders (default: all installed)")
     p.add_argument("--out", default=str(common.RESULTS_DIR), help="where results go (default bench/results)")
     p.add_argument("--seed", type=int, default=common.DEFAULT_SEED, help="seed of the generated data")
+    p.add_argument("--lake-rows", default="1000000,10000000", help="sizes of the lake benchmark (Delta against Parquet)")
     p.add_argument("--load-rows", type=int, default=1_000_000, help="rows of the loading benchmark's aggregate file")
     p.add_argument("--e2e-rows", type=int, default=1_000_000, help="rows of the end-to-end benchmark's file")
     p.add_argument(
@@ -83,6 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             doc["skipped"] = skipped
             common.write_json(out / f"transform-{rows}.json", doc)
             report.write(out, update_docs=out == common.RESULTS_DIR.resolve())
+    if "lake" in only:
+        from bench import lake
+
+        common.log("lake benchmark: the Delta tables against plain Parquet, per ingest")
+        doc = lake.bench(common.parse_rows(args.lake_rows), args.repeat, seed=args.seed, settle=args.settle)
+        common.write_json(out / "lake.json", doc)
+        print(lake.table(doc))
     if "load" in only:
         from bench import load
 

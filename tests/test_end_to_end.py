@@ -183,8 +183,13 @@ def test_reloading_a_file_replaces_exactly_its_own_contribution(services, tmp_pa
     run_host()
 
     assert view_rows(dsn) == oracle.bank(a2).add(oracle.bank(b)).view_rows()
-    # outputs of the replaced run are pruned from curated: one clean run (one part here) per source
-    assert len(names(azurite, "curated", f"{DATASET}/clean/")) == 2
+    # the lake's clean table holds one run per source, the current one; the replaced run's rows are gone
+    from shared.storage import lake
+
+    clean = pl.read_delta(lake.table_uri(f"{DATASET}/tables/clean"), storage_options=lake.storage_options())
+    runs = clean.group_by("_source_blob").agg(pl.col("_run_id").n_unique()).sort("_source_blob").rows()
+    assert runs == [(f"{DATASET}/a.csv", 1), (f"{DATASET}/b.csv", 1)]
+    assert clean.height == oracle.bank(a2).valid + oracle.bank(b).valid
 
 
 GOOD_HEADER = b"Date,Domain,Location,Value,Transaction_count\n"

@@ -55,6 +55,9 @@ param ledgerSchema string
 @description('Days after which the storage lifecycle deletes raw blobs (the nightly job reads it).')
 param rawRetentionDays int
 
+@description('Hours the nightly vacuum keeps files that lake commits removed: how far back a reader can time-travel.')
+param lakeRetentionHours int = 168
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -176,6 +179,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'RAW_RETENTION_DAYS'
           value: string(rawRetentionDays)
+        }
+        {
+          name: 'LAKE_RETENTION_HOURS'
+          value: string(lakeRetentionHours)
         }
       ]
     }

@@ -3,8 +3,12 @@
 Called by the ``ingest`` blob trigger, the ``ingest_request`` queue trigger (re-drives) and
 the CLI (a local file, with a ``FolderStore``). What is written, in order:
 
-1. the outputs (clean rows, aggregates, rejects, report), under run-specific names;
-2. the manifest, last: a reader who finds it can trust every output it names.
+1. the clean rows and the aggregates, as Parquet files in the source's partition of each of the
+   dataset's Delta tables (``curated/<dataset>/tables/...``), under run-specific names, and the
+   *staged commit* that lists them with their statistics: not committed, so invisible to the
+   tables' readers until the loader has put the same run into PostgreSQL;
+2. the rejects and the report;
+3. the manifest, last: a reader who finds it can trust every output it names.
 
 A file that cannot be processed is refused with a code: the raw bytes are copied to
 ``quarantine`` with an error report, and the returned manifest says ``rejected`` so that the
@@ -22,9 +26,11 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from shared.app import scratch as scratch_folders
 from shared.app import settings, telemetry
-from shared.core import layout, manifest, report, source, transform
+from shared.core import lake, layout, manifest, report, source, transform
 from shared.core.contract import Contract
 from shared.core.errors import FileRefused
 from shared.core.layout import BlobInfo
@@ -125,32 +131,34 @@ def _publish(
     force: bool,
 ) -> dict[str, Any]:
     t = time.perf_counter()
-    parts = [paths.clean_part(i) for i in range(len(result.outputs.clean_parts))]
-    for target, path in zip(parts, result.outputs.clean_parts, strict=True):
-        store.upload_file(*target, path)
+    staged = _stage(store, info, paths, contract, result)
+    timings["upload"] = time.perf_counter() - t
     outputs: dict[str, Any] = {
         # one table in part files: ``name`` is the first (readers of a single file still work),
-        # ``parts`` lists them all, relative to ``prefix``
+        # ``parts`` lists them all, relative to ``prefix`` (the source's partition of the table)
         "clean": {
-            **manifest.blob_ref(parts[0]),
+            **manifest.blob_ref(paths.clean),
             "prefix": paths.clean_prefix[1],
-            "parts": [name.removeprefix(paths.clean_prefix[1]) for _, name in parts],
+            "parts": [f["path"].rsplit("/", 1)[1] for f in staged["tables"][lake.CLEAN]["files"]],
         },
         "aggregates": {},
         "distinct_values": {},
     }
-    for name, path in result.outputs.aggregates.items():
-        store.upload_file(*paths.aggregate(name), path)
-        outputs["aggregates"][name] = manifest.blob_ref(paths.aggregate(name))
-    for name, path in result.outputs.distinct_values.items():
-        store.upload_file(*paths.distinct(name), path)
-        outputs["distinct_values"][name] = manifest.blob_ref(paths.distinct(name))
+    for output, table in staged["tables"].items():
+        kind, _, name = output.partition(":")
+        if kind in ("aggregate", "distinct"):
+            root = layout.table_path(paths.dataset, table["table"])
+            ref = manifest.blob_ref((layout.CURATED, f"{root}/{table['files'][0]['path']}"))
+            outputs["aggregates" if kind == "aggregate" else "distinct_values"][name] = ref
     if result.rows_rejected:
         store.upload_file(*paths.rejects, result.outputs.rejects)
         outputs["rejects"] = manifest.blob_ref(paths.rejects)
+    outputs["lake"] = {
+        "staged": manifest.blob_ref(paths.lake_commit),
+        "tables": {o: {"path": layout.table_path(paths.dataset, t["table"])} for o, t in staged["tables"].items()},
+    }
     outputs["report"] = manifest.blob_ref(paths.report)
     outputs["manifest"] = manifest.blob_ref(paths.manifest)
-    timings["upload"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     doc = manifest.succeeded(
         info=info,
@@ -164,6 +172,40 @@ def _publish(
     store.upload_bytes(*paths.report, report.html_report(doc).encode(), "text/html; charset=utf-8")
     store.upload_bytes(*paths.manifest, json.dumps(doc, indent=2, default=str).encode(), "application/json")
     return doc
+
+
+def _stage(
+    store: Store, info: BlobInfo, paths: layout.RunPaths, contract: Contract, result: transform.Result
+) -> lake.StagedCommit:
+    """Write the run's Parquet files into the source's partition of every lake table and the
+    staged commit that names them. Nothing is committed: readers of a table see none of it
+    until the loader has put the same run into PostgreSQL (``shared.app.lake``)."""
+    names = lake.tables(contract)
+    local: dict[str, list[Path]] = {lake.CLEAN: result.outputs.clean_parts}
+    local |= {f"aggregate:{n}": [p] for n, p in result.outputs.aggregates.items()}
+    local |= {f"distinct:{n}": [p] for n, p in result.outputs.distinct_values.items()}
+    tables: dict[str, lake.StagedTable] = {}
+    for output, files in local.items():
+        table = names[output]
+        root = layout.table_path(paths.dataset, table) + "/"
+        staged: list[lake.StagedFile] = []
+        for i, path in enumerate(files):
+            target = paths.lake_file(table, i)
+            store.upload_file(*target, path)
+            rows, stats = lake.file_stats(path)
+            staged.append({"path": target[1].removeprefix(root), "size": path.stat().st_size, "rows": rows, "stats": stats})
+        schema = lake.delta_schema(pl.scan_parquet(files[0]).collect_schema())
+        tables[output] = {"table": table, "schema": schema, "files": staged}
+    commit: lake.StagedCommit = {
+        "run_id": paths.run_id,
+        "dataset": paths.dataset,
+        "source_blob": info.name,
+        "source_key": paths.source_key,
+        "contract_version": contract.version,
+        "tables": tables,
+    }
+    store.upload_bytes(*paths.lake_commit, json.dumps(commit, separators=(",", ":")).encode(), "application/json")
+    return commit
 
 
 def _refuse(

@@ -7,18 +7,24 @@
     DELETE the source's rows; INSERT from staging (per-file replace)
     ledger row ─▶ loaded
     COMMIT
+    lake: under the source's lock, every Delta table's partition of the source ─▶ the run the
+          ledger says is loaded, one commit per table (``shared.app.lake``)
 
 Because the replace and the ledger row commit together, a message delivered twice, a load
 killed half way or two versions racing can never leave a file counted twice or half. The
 lock is transaction-scoped, which stays correct behind PgBouncer in transaction mode (as
 Azure's built-in PgBouncer runs), where a session lock would leak to other clients.
 
-The SQL lives in ``shared.postgres``; this module decides (skip, supersede, replace, record)
-and talks to storage for the outputs it loads and the older runs it prunes afterwards.
+The lake follows PostgreSQL rather than ingest, so that a load that fails leaves both on the
+source's previous version, and a reader of a table never sees a version PostgreSQL does not
+hold (docs/lake.md). The SQL lives in ``shared.postgres``; this module decides (skip,
+supersede, replace, record) and talks to storage for the outputs it loads and the older runs it
+prunes afterwards.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -30,15 +36,16 @@ from typing import Any, Literal
 import polars as pl
 from psycopg import Connection
 
+from shared.app import lake, telemetry
 from shared.app import scratch as scratch_folders
-from shared.app import telemetry
 from shared.app.retries import is_transient
-from shared.core import layout
+from shared.core import layout, report
 from shared.core.contract import Contract
 from shared.core.documents import LoadOutcome, Manifest, SourceVersion
 from shared.core.errors import PipelineError
 from shared.postgres import ledger, locks, replace, warehouse
 from shared.postgres.errors import is_permanent_database_error
+from shared.storage import lake as store_lake
 from shared.storage.blobs import Store
 
 log = logging.getLogger("pipeline.load")
@@ -52,6 +59,8 @@ class Outcome:
     rows: dict[str, int] = field(default_factory=dict)
     detail: str = ""
     seconds: float = 0.0
+    lake: dict[str, int | None] = field(default_factory=dict)  # output -> the commit that published it
+    lake_cost: dict[str, int] = field(default_factory=dict)  # commits, races, retries, conflicts
 
 
 class Loader:
@@ -72,6 +81,7 @@ class Loader:
         self.reader_role = reader_role
         self._ready: set[tuple[str, int]] = set()
         self._ledger_ready = False
+        self._options: dict[str, str] | None = None
 
     def prepare(self, conn: Connection, contract: Contract | None) -> None:
         if not self._ledger_ready:
@@ -102,6 +112,8 @@ class Loader:
             with conn.transaction():
                 ledger.record(conn, self.schema, request, ledger.REJECTED, error_code=code, error_detail=detail[:4000])
             outcome = Outcome("rejected", request["source"]["blob"], request["run_id"], detail=detail)
+        if outcome.status in ("loaded", "duplicate") and contract is not None and request["outputs"].get("lake"):
+            outcome.lake, outcome.lake_cost = self._publish(conn, request, contract)
         outcome.seconds = time.perf_counter() - started
         telemetry.count_file(request["dataset"], "load", outcome.status)
         log.info(
@@ -111,6 +123,51 @@ class Loader:
         )  # fmt: skip
         self._tidy(conn, request, outcome)
         return outcome
+
+    def _publish(self, conn: Connection, request: Manifest, contract: Contract) -> tuple[dict[str, int | None], dict[str, int]]:
+        """Once PostgreSQL has committed, make the lake hold what it holds (``shared.app.lake``),
+        and name the commits in the run's manifest and report. Any failure raises: the message
+        comes back, the ledger says ``duplicate``, and this runs again; a commit already made is
+        recognised by its ``txn`` and not made twice."""
+        with telemetry.stage("lake", None, dataset=contract.dataset, run_id=request["run_id"]):
+            versions, counts = lake.sync_source(
+                conn, self.schema, self.store, contract, request["source"]["blob"], by="loader", options=self._lake_options()
+            )
+        if counts.commits:
+            log.info(
+                "lake: %s published in %d commit(s) %s", request["source"]["blob"], counts.commits, versions,
+                extra={"run_id": request["run_id"], "dataset": contract.dataset, "lake": counts.as_dict()},
+            )  # fmt: skip
+        mine = {o: v for o, v in versions.items() if v is not None and o in request["outputs"]["lake"]["tables"]}
+        if mine and counts.commits and counts.run_id == request["run_id"]:
+            self._name_commits(request, mine)
+        return versions, counts.as_dict()
+
+    def _lake_options(self) -> dict[str, str]:
+        if self._options is None:
+            self._options = store_lake.storage_options()
+        return self._options
+
+    def _name_commits(self, request: Manifest, versions: dict[str, int | None]) -> None:
+        """Write the commit versions into the run's manifest and report (published before them)."""
+        ref = request["outputs"].get("manifest")
+        if not ref:
+            return
+        try:
+            doc = json.loads(self.store.read_bytes(ref["container"], ref["name"]))
+        except Exception as exc:  # noqa: BLE001 - pruned meanwhile by a newer run: nothing to name
+            log.info("manifest of %s not rewritten: %s", request["run_id"], exc)
+            return
+        if doc.get("run_id") != request["run_id"]:
+            return
+        for output, version in versions.items():
+            doc["outputs"]["lake"]["tables"][output]["version"] = version
+        report_ref = doc["outputs"].get("report")
+        if report_ref:
+            page = report.html_report(doc).encode()
+            self.store.upload_bytes(report_ref["container"], report_ref["name"], page, "text/html; charset=utf-8")
+        body = json.dumps(doc, indent=2, default=str).encode()
+        self.store.upload_bytes(ref["container"], ref["name"], body, "application/json")
 
     def _tidy(self, conn: Connection, request: Manifest, outcome: Outcome) -> None:
         """Once the outcome is committed, delete the outputs in storage that nothing will read:
@@ -136,6 +193,7 @@ class Loader:
                 self._delete_runs(request, lambda run: run < run_id)
             else:
                 self._delete_runs(request, lambda run: run == run_id)
+                self._delete_staged(request)
         except Exception as exc:
             if is_transient(exc):
                 log.warning("tidying the outputs of %s failed; the message will come back: %s", request["source"]["blob"], exc)
@@ -172,6 +230,11 @@ class Loader:
         if early:
             return Outcome(early, blob, run_id)
 
+        gone = self._check_staged(request)
+        if gone:
+            detail = f"{gone}: re-ingest (the nightly job re-drives failed runs)"
+            ledger.record_failure(conn, self.schema, request, "lake_files_missing", detail)
+            return Outcome("failed", blob, run_id, detail=detail)
         scratch = scratch_folders.new_folder("load-")
         rows: dict[str, int] = {}
         try:
@@ -272,6 +335,40 @@ class Loader:
             parts = info.name.split("/")
             if parts[-1] == leaf and chosen(parts[-2]):
                 self.store.delete(container, info.name)
+
+    def _delete_staged(self, request: Manifest) -> None:
+        """The lake files of a skipped run: never committed (the lake commits only the run the
+        ledger says is loaded), so nothing reads them; without this the vacuum would, later.
+        Files of older runs that were committed are the vacuum's, never deleted here: a reader
+        travelling back in time may still read them."""
+        tables = request["outputs"].get("lake", {}).get("tables", {})
+        prefix = f"{request['run_id']}."
+        for table in tables.values():
+            folder = f"{table['path']}/_source_key={request['source_key']}/"
+            for info in self.store.list(layout.CURATED, folder):
+                if info.name.rsplit("/", 1)[-1].startswith(prefix):
+                    self.store.delete(layout.CURATED, info.name)
+
+    def _check_staged(self, request: Manifest) -> str | None:
+        """Why the run's lake files cannot be committed, if they cannot: gone (vacuumed after
+        waiting longer than the retention, or deleted by hand). Checked before PostgreSQL is
+        touched, so that PostgreSQL and the lake never take different runs."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        ref = request["outputs"].get("lake", {}).get("staged")
+        if not ref:
+            return None
+        try:
+            staged = json.loads(self.store.read_bytes(ref["container"], ref["name"]))
+        except (ResourceNotFoundError, FileNotFoundError):
+            return f"the staged lake commit {ref['name']} is gone"
+        for table in staged["tables"].values():
+            root = layout.table_path(request["dataset"], table["table"])
+            have = {i.name for i in self.store.list(layout.CURATED, f"{root}/_source_key={request['source_key']}/")}
+            missing = [f["path"] for f in table["files"] if f"{root}/{f['path']}" not in have]
+            if missing:
+                return f"{len(missing)} staged lake file(s) of {table['table']} are gone, e.g. {missing[0]}"
+        return None
 
 
 def _try_record_failure(conn: Connection, schema: str, request: Manifest, exc: BaseException) -> None:

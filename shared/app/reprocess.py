@@ -13,6 +13,11 @@ on its way. Two timers firing together do no double work: the plan is made under
 transaction-scoped advisory lock that the second one fails to take, and every re-driven
 version is stamped ``requeued_at`` so that it is not sent again within its back-off.
 
+After the plan, ``maintain_lake`` looks after the curated zone's Delta tables under the same
+lock: it syncs any source whose lake partition disagrees with the ledger, then compacts,
+checkpoints and vacuums every table (removed files are kept ``LAKE_RETENTION_HOURS`` for
+readers travelling back in time); each commit names the nightly run in the table's history.
+
 Blobs that were loaded but have since been deleted from ``raw`` are counted and reported, never
 removed silently: removing a contribution is an explicit command (``python -m shared forget``).
 Blobs older than the raw retention period (``RAW_RETENTION_DAYS``, the storage lifecycle rule)
@@ -30,6 +35,7 @@ from typing import Any
 
 from psycopg import Connection
 
+from shared.app import lake
 from shared.core import layout
 from shared.core.contract import Contract
 from shared.postgres import ledger, locks
@@ -152,3 +158,26 @@ def _reason(
     if last > now - backoff(attempts):
         return "backing_off"
     return "failed" if status == ledger.FAILED else "missed"
+
+
+def maintain_lake(
+    store: Store,
+    conn: Connection,
+    schema: str,
+    contracts: Mapping[str, Contract],
+    *,
+    retention_hours: int,
+    run_id: str | None = None,
+    options: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The lake's nightly upkeep, under the nightly lock (a second timer takes nothing and stops):
+    reconcile every source with the ledger, then compact, checkpoint and vacuum every table."""
+    run_id = run_id or layout.new_run_id()
+    with conn.transaction():
+        if not locks.try_lock(conn, locks.NIGHTLY):
+            return {"run_id": run_id, "skipped_another_run_holds_the_lock": True}
+        reconciled = lake.reconcile(conn, schema, store, contracts, options=options)
+        tables = lake.maintain(contracts, run_id, retention_hours=retention_hours, options=options)
+    summary = {"run_id": run_id, "reconciled": reconciled, "tables": tables}
+    log.info("nightly lake upkeep: %s", json.dumps(summary, default=str), extra={"summary": summary})
+    return summary

@@ -29,6 +29,7 @@ SETTINGS = {
     "REPROCESS_GRACE_MINUTES": "blobs younger than this are left to their own event (default 30)",
     "REPROCESS_BATCH": "most re-drives one night sends (default 500)",
     "RAW_RETENTION_DAYS": "raw blobs are deleted by the lifecycle policy after this many days (default 365)",
+    "LAKE_RETENTION_HOURS": "the nightly vacuum keeps removed lake files this long, for time travel (default 168)",
     "PIPELINE_READER_ROLE": "a PostgreSQL role granted read access to the views (the ML application's)",
     "PIPELINE_CONTRACTS_DIR": "folder of dataset contracts (default: contracts/ in the app)",
     "PIPELINE_LEDGER_SCHEMA": "PostgreSQL schema of the ledger (default: pipeline)",
@@ -62,6 +63,11 @@ def reprocess_grace_minutes() -> float:
 
 def raw_retention_days() -> float:
     return float(env("RAW_RETENTION_DAYS") or 365)
+
+
+def lake_retention_hours() -> int:
+    """How long a Delta table keeps the files a commit removed (time travel back that far)."""
+    return int(float(env("LAKE_RETENTION_HOURS") or 168))
 
 
 def reader_role() -> str | None:

@@ -134,6 +134,12 @@ def nightly(past_due: bool = False) -> list[str]:
         limit=settings.reprocess_batch(),
         retention=timedelta(days=settings.raw_retention_days()),
     )
+    try:
+        reprocess.maintain_lake(
+            _store(), conn, settings.ledger_schema(), CONTRACTS, retention_hours=settings.lake_retention_hours()
+        )
+    except Exception as exc:  # noqa: BLE001 - the re-drives above must still be sent; tomorrow tries again
+        log.warning("nightly lake upkeep failed: %s", exc)
     from shared.storage import poison
     from shared.storage.accounts import queue_service
 

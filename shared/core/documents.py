@@ -40,6 +40,8 @@ __all__ = [
     "DocumentRefused",
     "ErrorInfo",
     "IngestRequest",
+    "LakeRef",
+    "LakeTable",
     "LedgerStatus",
     "LoadOutcome",
     "Manifest",
@@ -113,6 +115,22 @@ class CleanRef(BlobRef):
     parts: list[str]
 
 
+class LakeTable(TypedDict):
+    """A Delta table a run publishes to: ``path`` in the curated container; ``version``, the
+    commit that published the run, once the loader has made it."""
+
+    path: str
+    version: NotRequired[int]
+
+
+class LakeRef(TypedDict):
+    """The run's rows in the lake: the staged commit (``shared.core.lake.StagedCommit``) and the
+    table of every output (``clean``, ``aggregate:<name>``, ``distinct:<agg>__<metric>``)."""
+
+    staged: BlobRef
+    tables: dict[str, LakeTable]
+
+
 class Outputs(TypedDict, total=False):
     clean: CleanRef
     aggregates: dict[str, BlobRef]
@@ -122,6 +140,7 @@ class Outputs(TypedDict, total=False):
     manifest: BlobRef
     quarantined: BlobRef
     error_report: BlobRef
+    lake: LakeRef
 
 
 class ErrorInfo(TypedDict):

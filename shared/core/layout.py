@@ -93,13 +93,13 @@ class RunPaths:
 
     @property
     def clean_prefix(self) -> tuple[str, str]:
-        """The run's clean rows: a folder of part files that together are one table."""
-        return CURATED, f"{self.dataset}/clean/{self.source_key}/{self.run_id}/"
+        """Where the run's clean rows are written: the source's partition of the lake's clean
+        table, which also holds files of its earlier runs until the nightly vacuum."""
+        return CURATED, f"{table_path(self.dataset, 'clean')}/{self.partition}/"
 
     def clean_part(self, i: int) -> tuple[str, str]:
-        # The file name starts with the run id, as every output's does: pruning reads it there.
-        container, prefix = self.clean_prefix
-        return container, f"{prefix}{self.run_id}.part-{i:05d}.parquet"
+        # The file name starts with the run id, as every output's does.
+        return self.lake_file("clean", i)
 
     @property
     def clean(self) -> tuple[str, str]:
@@ -107,10 +107,26 @@ class RunPaths:
         return self.clean_part(0)
 
     def aggregate(self, name: str) -> tuple[str, str]:
+        """Where runs before the lake wrote an aggregate (still pruned; benchmarks stage here)."""
         return CURATED, f"{self.dataset}/aggregates/{name}/{self.source_key}/{self.run_id}.parquet"
 
     def distinct(self, name: str) -> tuple[str, str]:
         return CURATED, f"{self.dataset}/distinct/{name}/{self.source_key}/{self.run_id}.parquet"
+
+    def lake_file(self, table: str, i: int) -> tuple[str, str]:
+        """A Parquet file of this run in a lake table's partition of this source: written by
+        ingest, part of the table only once the loader commits it (``shared.core.lake``)."""
+        return CURATED, f"{table_path(self.dataset, table)}/{self.partition}/{self.run_id}.part-{i:05d}.parquet"
+
+    @property
+    def partition(self) -> str:
+        """The source's partition folder in every lake table (Hive style: ``column=value``)."""
+        return f"_source_key={self.source_key}"
+
+    @property
+    def lake_commit(self) -> tuple[str, str]:
+        """The run's staged commit: which files to add to which table, with their statistics."""
+        return CURATED, f"{self.dataset}/lake-commits/{self.source_key}/{self.run_id}.json"
 
     @property
     def report(self) -> tuple[str, str]:
@@ -141,7 +157,18 @@ class RunPaths:
             (CURATED, f"{self.dataset}/distinct/"),
             (CURATED, f"{self.dataset}/reports/{self.source_key}/"),
             (CURATED, f"{self.dataset}/manifests/{self.source_key}/"),
+            (CURATED, f"{self.dataset}/lake-commits/{self.source_key}/"),
         ]
+
+
+TABLES = "tables"
+"""The folder of a dataset's Delta tables in curated (``shared.core.lake``)."""
+
+
+def table_path(dataset: str, table: str) -> str:
+    """A lake table's root in the curated container: ``<dataset>/tables/<table>``. Lake files
+    are Delta's to manage (vacuum), never pruned by name like the other outputs."""
+    return f"{dataset}/{TABLES}/{table}"
 
 
 def run_paths(blob_name: str, run_id: str, dataset: str | None) -> RunPaths:

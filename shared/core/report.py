@@ -226,6 +226,25 @@ def _html_body(manifest: dict[str, Any]) -> str:
         f"<h2>Columns of the clean rows</h2>\n{_html_columns(manifest.get('quality', {}).get('columns', {}))}\n"
         f"<h2>Schema drift</h2><ul>{drift_html}</ul>\n<h2>Aggregates</h2><ul>{groups or '<li>none</li>'}</ul>\n"
         + (f"<h2>Source</h2><p>{e(fmt)}</p>\n" if fmt else "")
+        + lake_html(manifest)
+    )
+
+
+def lake_html(manifest: dict[str, Any]) -> str:
+    """Where the run's rows are read: each Delta table and the commit that published them."""
+    lake = manifest.get("outputs", {}).get("lake")
+    if not lake:
+        return ""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(output)}</td><td><code>curated/{e(t['path'])}</code></td>"
+        f"<td class=num>{e(str(t['version'])) if t.get('version') is not None else 'not yet: committed when loaded'}</td></tr>"
+        for output, t in lake["tables"].items()
+    )
+    return (
+        "<h2>Lake tables</h2><p>Delta tables, partitioned by <code>_source_key</code>: this run's rows replace the "
+        "source's in one commit, made once PostgreSQL holds them.</p>"
+        f"<table><tr><th>output</th><th>table</th><th class=num>commit version</th></tr>{rows}</table>\n"
     )
 
 

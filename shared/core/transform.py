@@ -656,7 +656,8 @@ class _Pass2:
         plan = self.plan
         rows, clean = self.rows(i)
         typed = clean.lazy().with_columns(plan.typed(n, self.slotted) for n in plan.names)
-        part = typed.select(self.names).with_columns(self.lineage.columns())
+        # ``_line`` is counted in UInt32 and written signed: Spark, Synapse and Delta have no unsigned types.
+        part = typed.select(self.names).with_columns(pl.col(LINE).cast(pl.Int64), *self.lineage.columns())
         partials = [aggregate.partial(typed, clean.height) for _, aggregate in plan.aggregates]
         plans = [
             part.sink_parquet(

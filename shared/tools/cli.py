@@ -163,7 +163,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from shared.storage.blobs import BlobStore
     from shared.tools import samples
 
-    print("== CSV pipeline demo: raw -> ingest -> curated Parquet -> load -> PostgreSQL")
+    print("== CSV pipeline demo: raw -> ingest -> curated (staged) -> load -> PostgreSQL -> Delta tables")
     ensure_database()
     sample = Path(args.data_dir) / f"bank_transactions-{args.rows}.csv"
     if not sample.exists():
@@ -204,6 +204,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"{label:<15} {outputs[label]['container']}/{outputs[label]['name']}")
     for ref in outputs.get("aggregates", {}).values():
         print(f"{'aggregate':<15} {ref['container']}/{ref['name']}")
+    for output, table in outputs.get("lake", {}).get("tables", {}).items():
+        print(f"{'lake table':<15} {layout.CURATED}/{table['path']} ({output})")
     print("\nanalytics.bank_transactions_daily (top 5 by total_value):")
     cur = conn.execute(
         "SELECT txn_date, domain, location, total_value, transaction_count, record_count "

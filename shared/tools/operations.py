@@ -6,7 +6,8 @@
                whose last run failed or was refused (by reason), or messages parked in the
                poison queues
     backfill   every blob under a prefix: processed here with N workers, or queued for the app
-    forget     remove a source blob's contribution from PostgreSQL (explicit, never automatic)
+    forget     remove a source blob's contribution from PostgreSQL and the lake, and its outputs
+               from curated (explicit, never automatic)
 
 Replays go through the ``ingest-requests`` queue, so the Function App (or the local runner)
 does the work with its usual retries; a replayed run replaces the source's contribution even
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     b.add_argument("--queue", action="store_true", help="queue ingest requests for the app instead of working here")
     b.set_defaults(func=cmd_backfill)
 
-    f = sub.add_parser("forget", help="remove a deleted source blob's rows from PostgreSQL")
+    f = sub.add_parser("forget", help="remove a deleted source blob's contribution from PostgreSQL and the lake")
     f.add_argument("blob", help="the raw blob name whose rows to remove (raw/ prefix optional)")
     f.add_argument("--force", action="store_true", help="even if the blob still exists in raw")
     f.set_defaults(func=cmd_forget)
@@ -357,6 +358,7 @@ def backfill_here(store: Any, blobs: list[str], concurrency: int, advance: Any) 
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
+    from shared.app import lake
     from shared.postgres import ledger
     from shared.postgres.replace import remove_source
 
@@ -372,7 +374,32 @@ def cmd_forget(args: argparse.Namespace) -> int:
         raise CommandError(f"{blob} has no loaded rows in PostgreSQL ({was}): nothing to forget")
     removed = remove_source(conn, contract, blob, schema)
     print(f"removed {sum(removed.values()):,} row(s) of {blob}: " + ", ".join(f"{k} {v}" for k, v in removed.items()))
+    store = clients.blob_store()
+    versions, _ = lake.sync_source(conn, schema, store, contract, blob, by="forget")
+    print("lake: " + (", ".join(f"{k} at version {v}" for k, v in versions.items() if v is not None) or "nothing to remove"))
+    deleted = forget_outputs(store, contract.dataset, blob)
+    print(f"deleted {deleted} output(s) of its runs from curated and quarantine (lake files go with the vacuum)")
     return 0
+
+
+def forget_outputs(store: Any, dataset: str, blob: str) -> int:
+    """Delete every run's outputs of a source outside the lake tables: manifests, reports,
+    staged lake commits (and pre-lake Parquet), and its rejects. The lake's files are removed
+    from the tables by the commit before, and deleted by the vacuum after the retention, so
+    that a reader travelling back in time still finds them until then. Quarantined copies of
+    refused files stay (they never contributed)."""
+    paths = layout.run_paths(blob, "", dataset)
+    deleted = 0
+    for container, prefix in paths.prefixes():
+        for info in store.list(container, prefix):
+            if paths.source_key in info.name.split("/"):
+                store.delete(container, info.name)
+                deleted += 1
+    for info in store.list(layout.QUARANTINE, f"{dataset}/{paths.source_key}/"):
+        if info.name.endswith("/rejects.parquet"):
+            store.delete(layout.QUARANTINE, info.name)
+            deleted += 1
+    return deleted
 
 
 # --- the grace period, said out loud ----------------------------------------------------------------

@@ -193,8 +193,11 @@ def run_consistency(service: Any, dataset: str = DATASET) -> tuple[dict[str, str
     curated = service.get_container_client("curated")
     if not curated.exists():
         return runs, problems
-    blobs = [b.name for b in curated.list_blobs(name_starts_with=f"{dataset}/")]
-    present = set(blobs)
+    listed = [b.name for b in curated.list_blobs(name_starts_with=f"{dataset}/")]
+    present = set(listed)
+    # the lake's tables are Delta's: a file there belongs to a table version, not to a run's
+    # publication (committed, removed and kept for time travel, or vacuumed); read the tables
+    blobs = [name for name in listed if "/tables/" not in name]
     for name in blobs:
         run = name.rsplit("/", 1)[-1].split(".", 1)[0]
         runs.setdefault(run, "unpublished")

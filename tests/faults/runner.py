@@ -23,6 +23,22 @@ from types import FrameType
 from typing import Any
 
 
+def _warm_the_lake() -> None:
+    """Set up delta-rs as a worker's first publish does (its runtime and object store: about
+    100 MB, once per process), so that the soak's memory curve shows what work adds, not when a
+    process first touched the lake. The Function App itself imports it only to publish."""
+    import tempfile
+
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    with tempfile.TemporaryDirectory() as empty:
+        try:
+            DeltaTable(empty)
+        except TableNotFoundError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.faults.runner")
     p.add_argument("--workers", type=int, default=2)
@@ -51,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     import function_app
     from shared.tools.runner import LocalHost
+
+    _warm_the_lake()
 
     seconds = int(args.retry_after)
     host = LocalHost(
