@@ -246,9 +246,9 @@ def test_the_nightly_job_redrives_a_blob_whose_event_was_missed(services, tmp_pa
     if not service.get_container_client("azure-webjobs-hosts").exists():
         service.create_container("azure-webjobs-hosts")
     etag = props.etag.strip('"')
-    service.get_blob_client("azure-webjobs-hosts", f"blobreceipts/local-runner/ingest/{etag}/{DATASET}/missed.csv").upload_blob(
-        b""
-    )
+    from shared.tools.runner import receipt_name
+
+    service.get_blob_client("azure-webjobs-hosts", receipt_name("ingest", f"{DATASET}/missed.csv", etag)).upload_blob(b"")
     run_host()
     assert not _ledger_exists(dsn) or ledger(dsn) == []  # nothing ran
 

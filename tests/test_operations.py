@@ -342,3 +342,24 @@ def logging_info() -> int:
     import logging
 
     return logging.INFO
+
+
+def test_a_blob_name_holding_a_line_end_cannot_forge_a_line_of_status(services, capsys):
+    azurite, _ = services
+    forged = f"{DATASET}/x.csv\nINFO pipeline.load: {DATASET}/y.csv loaded.csv"
+    upload(azurite, forged, b"Date,Domain,Location,Value,Transaction_count\n1/1/2022,RETAIL,Goa,5,1\n")
+    run_host()
+    shared_cli("status")
+    out = capsys.readouterr().out
+    assert not any(line.startswith("INFO") for line in out.splitlines())
+    assert f"{DATASET}/x.csv\\nINFO pipeline.load:" in out
+
+
+def test_a_run_with_a_high_share_of_duplicates_is_flagged_on_its_status_line(services, capsys):
+    azurite, _ = services
+    row = b"1/1/2022,RETAIL,Goa,5,1\n"
+    upload(azurite, f"{DATASET}/repeats.csv", b"Date,Domain,Location,Value,Transaction_count\n" + row * 10)
+    run_host()
+    shared_cli("status")
+    [line] = [x for x in capsys.readouterr().out.splitlines() if "repeats.csv" in x and "read 10" in x]
+    assert "WARNING: 90% duplicates, check [dedup] mode" in line

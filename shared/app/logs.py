@@ -18,12 +18,21 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from shared.core.redaction import redact
+from shared.core.redaction import printable, redact
 
 CONTEXT_FIELDS = (
     "run_id", "dataset", "source_blob", "status", "timings", "seconds", "error_code",
     "dequeue_count", "summary", "rows",
 )  # fmt: skip
+
+
+class TextFormatter(logging.Formatter):
+    """Plain lines, one per record: a message's control characters and line ends (a blob name
+    can hold them) are shown escaped, so that no name forges a log line; tracebacks stay as
+    they are, after it."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -68,7 +77,7 @@ def configure(level: str | None = None, json_lines: bool | None = None) -> None:
     if json_lines is None:
         json_lines = json_format()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger("pipeline")
     root.handlers[:] = [handler]

@@ -23,9 +23,12 @@ returns when nothing is left.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
+import secrets
 import threading
 import time
 import typing
@@ -44,11 +47,14 @@ from azure.functions.timer import TimerRequestConverter
 from shared.app import settings
 from shared.app.retries import is_transient
 from shared.core.layout import BLOB_TRIGGER_POISON
+from shared.core.redaction import printable
 from shared.storage import accounts, queues
 from shared.tools import clients
 
 log = logging.getLogger("pipeline.runner")
 
+STUCK_SECONDS = 60.0
+"""How long ``run --once`` keeps polling while storage answers but a poll keeps failing."""
 NOTICE_SECONDS = 5.0
 """How often the runner says again that it is still waiting: storage unreachable, or messages
 it cannot see yet. Once and then silence looks like a hang."""
@@ -123,7 +129,7 @@ def path_pattern(path: str) -> tuple[str, re.Pattern[str]]:
             regex += re.escape(part)
         else:
             regex += f"(?P<{part}>.+)" if i == len(parts) - 2 else f"(?P<{part}>[^/]+)"
-    return container, re.compile(f"^{regex}$")
+    return container, re.compile(f"^{regex}$", re.DOTALL)  # a name may hold a line end
 
 
 @dataclass
@@ -145,6 +151,7 @@ class LocalHost:
         poll_seconds: float = 0.2,
         queue_overrides: dict[str, Any] | None = None,
         on_event: Callable[[str], None] | None = None,
+        stuck_seconds: float = STUCK_SECONDS,
     ) -> None:
         self.specs = registered(app)
         self.workers = workers
@@ -155,7 +162,10 @@ class LocalHost:
         self.batch = int(q.get("batchSize", 16))
         self.max_poll = _timespan(q.get("maxPollingInterval", "00:00:02")).total_seconds()
         self.lease = int(float(settings.env("PIPELINE_RUNNER_LEASE_SECONDS") or PROCESSING_VISIBILITY.total_seconds()))
-        self.on_event = on_event or log.info
+        self.runner_id = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.stuck_seconds = stuck_seconds
+        sink = on_event or log.info
+        self.on_event: Callable[[str], None] = lambda text: sink(printable(text))  # a name cannot forge a line
         self.stats = Stats()
         self._lock = threading.Lock()
         self._receipts: dict[str, set[tuple[str, str]]] = {}
@@ -234,8 +244,12 @@ class LocalHost:
                         raise
                     waited = outage.due()
                     if waited is not None:
-                        what = "storage still unreachable" if waited else "storage unreachable, polling again until it is back"
-                        self.on_event(f"  runner: {what} ({waited:.0f} s so far): {_brief(exc)}")
+                        self.on_event(f"  runner: {_outage_words(exc, waited)} ({waited:.0f} s so far): {_brief(exc)}")
+                    if until_idle and _answers(exc) and outage.lasted() > self.stuck_seconds:
+                        # storage is up but a poll keeps failing (Azurite's 500 on a listing that holds a
+                        # name it cannot write as XML): --once would wait forever, so it stops and says why
+                        self.on_event(f"  runner: giving up after {self.stuck_seconds:.0f} s of the same failure")
+                        raise
                     started, idle = 0, False
                     time.sleep(min(self.max_poll, self.poll * 2**outage.tries))
                 else:
@@ -351,18 +365,21 @@ class LocalHost:
 
     # --- blob triggers -------------------------------------------------------------------
 
-    def _receipt_prefix(self, spec: FunctionSpec) -> str:
-        return f"blobreceipts/local-runner/{spec.name}/"
+    def _receipt_prefix(self, spec: FunctionSpec, kind: str = "blobreceipts") -> str:
+        return f"{kind}/local-runner/{spec.name}/"
+
+    def _receipt_name(self, spec: FunctionSpec, name: str, etag: str, kind: str = "blobreceipts") -> str:
+        return receipt_name(spec.name, name, etag, kind)
 
     def _receipt_set(self, spec: FunctionSpec) -> set[tuple[str, str]]:
+        """(hash of name, etag) of every blob version this function has a receipt for."""
         if spec.name not in self._receipts:
             blobs, _ = self.services(spec.trigger["connection"])
             prefix = self._receipt_prefix(spec)
             found = set()
             for b in blobs.get_container_client(RECEIPTS_CONTAINER).list_blobs(name_starts_with=prefix):
-                meta = b.name[len(prefix) :]
-                etag, _, name = meta.partition("/")
-                found.add((name, etag))
+                etag, _, hashed = b.name[len(prefix) :].partition("/")
+                found.add((hashed, etag))
             self._receipts[spec.name] = found
         return self._receipts[spec.name]
 
@@ -374,7 +391,7 @@ class LocalHost:
         out = []
         for b in blobs.get_container_client(container).list_blobs():
             etag = b.etag.strip('"')
-            if not pattern.match(b.name) or (b.name, etag) in receipts:
+            if not pattern.match(b.name) or (_name_hash(b.name), etag) in receipts:
                 continue
             key = (spec.name, b.name, etag)
             with self._lock:
@@ -388,15 +405,63 @@ class LocalHost:
 
     def _write_receipt(self, spec: FunctionSpec, name: str, etag: str) -> None:
         blobs, _ = self.services(spec.trigger["connection"])
-        blobs.get_blob_client(RECEIPTS_CONTAINER, f"{self._receipt_prefix(spec)}{etag}/{name}").upload_blob(b"", overwrite=True)
         with self._lock:
-            self._receipt_set(spec).add((name, etag))
+            self._receipt_set(spec).add((_name_hash(name), etag))  # even if writing it fails below
+        blobs.get_blob_client(RECEIPTS_CONTAINER, self._receipt_name(spec, name, etag)).upload_blob(b"", overwrite=True)
+
+    def _claim(self, spec: FunctionSpec, name: str, etag: str) -> bool:
+        """Take a blob version for this runner, so that two runners started at once never both
+        work on it (each would ingest every file: a correct result for double the work). A claim
+        is a blob created only if absent; one older than the lease (a runner that died) is
+        taken over."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+        blobs, _ = self.services(spec.trigger["connection"])
+        claim = blobs.get_blob_client(RECEIPTS_CONTAINER, self._receipt_name(spec, name, etag, "blobclaims"))
+        for _ in range(2):
+            try:
+                claim.upload_blob(self.runner_id.encode(), overwrite=False)
+                return True
+            except ResourceExistsError:
+                try:
+                    props = claim.get_blob_properties()
+                    if datetime.now(UTC) - props.last_modified < timedelta(seconds=self.lease):
+                        return False  # another runner works on it
+                    claim.delete_blob(etag=props.etag, match_condition=MatchConditions.IfNotModified)
+                except (ResourceNotFoundError, ResourceModifiedError):
+                    continue  # released or taken over meanwhile: try again
+        return False
+
+    def _has_receipt(self, spec: FunctionSpec, name: str, etag: str) -> bool:
+        blobs, _ = self.services(spec.trigger["connection"])
+        return bool(blobs.get_blob_client(RECEIPTS_CONTAINER, self._receipt_name(spec, name, etag)).exists())
+
+    def _release(self, spec: FunctionSpec, name: str, etag: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        blobs, _ = self.services(spec.trigger["connection"])
+        try:
+            blobs.get_blob_client(RECEIPTS_CONTAINER, self._receipt_name(spec, name, etag, "blobclaims")).delete_blob()
+        except ResourceNotFoundError:
+            pass
 
     def deliver_blob(self, spec: FunctionSpec, name: str, etag: str) -> None:
         """One delivery of a blob event for ``name`` at ``etag``, through the runner's own
         invocation path: retries, receipts and the poison queue as the host keeps them."""
         container, _ = path_pattern(spec.trigger["path"])
         key = (spec.name, name, etag)
+        if not self._claim(spec, name, etag):
+            with self._lock:
+                self._busy_blobs.discard(key)
+                self._blob_failures[key] = (self._blob_failures.get(key, (0, 0.0))[0], time.monotonic() + self.max_poll)
+            return
+        if self._has_receipt(spec, name, etag):  # another runner finished it since this one listed
+            self._release(spec, name, etag)
+            with self._lock:
+                self._receipt_set(spec).add((_name_hash(name), etag))
+                self._busy_blobs.discard(key)
+            return
         try:
             arg = self._blob_argument(spec, container, name)
             ok = self._call(spec, {spec.trigger["name"]: arg}, f"{container}/{name}")
@@ -418,6 +483,7 @@ class LocalHost:
                 with self._lock:
                     self._blob_failures[key] = (failures, time.monotonic() + self.retry_after.total_seconds())
         finally:
+            self._release(spec, name, etag)
             with self._lock:
                 self._busy_blobs.discard(key)
 
@@ -543,10 +609,36 @@ class Notice:
         self.said = now
         return now - self.since
 
+    def lasted(self) -> float:
+        """Seconds since the state began (0 when it is not on)."""
+        return time.monotonic() - self.since if self.since is not None else 0.0
+
     def end(self) -> float | None:
         waited = time.monotonic() - self.since if self.since is not None and self.said is not None else None
         self.since, self.said, self.tries = None, None, 0
         return waited
+
+
+def receipt_name(function: str, name: str, etag: str, kind: str = "blobreceipts") -> str:
+    """The receipt (or ``blobclaims`` claim) of a blob version in ``azure-webjobs-hosts``, named
+    by a hash of the blob's name: any name a blob can have (one storage refuses to address in a
+    path, one of 1,024 characters) makes a valid one."""
+    return f"{kind}/local-runner/{function}/{etag}/{_name_hash(name)}"
+
+
+def _name_hash(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _answers(exc: BaseException) -> bool:
+    """Storage answered (an HTTP status), as opposed to not being reachable at all."""
+    return getattr(exc, "status_code", None) is not None
+
+
+def _outage_words(exc: BaseException, waited: float) -> str:
+    if _answers(exc):
+        return f"storage answers {getattr(exc, 'status_code', '?')} to a poll, trying again"
+    return "storage still unreachable" if waited else "storage unreachable, polling again until it is back"
 
 
 def _brief(exc: BaseException) -> str:

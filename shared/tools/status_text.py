@@ -21,6 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from shared.core.errors import FILE_REASONS
+from shared.core.redaction import printable
+from shared.core.report import DUPLICATE_WARNING_SHARE
 
 __all__ = ["needs_a_person", "parked_blobs", "render_status", "waiting_with_parked"]
 
@@ -106,17 +108,18 @@ def needs_a_person(s: dict[str, Any]) -> list[str]:
     if parked:
         out.append(f"{parked} message(s) parked in poison queues: fix the cause, then `python -m shared replay --poison`")
     for o in s["outstanding"]:
+        example = printable(str(o["example"]))
         if o["status"] == "failed":
             out.append(
-                f"{o['count']} blob(s) whose last run failed ({o['reason']}), e.g. {o['example']}: retried after a back-off, "
+                f"{o['count']} blob(s) whose last run failed ({o['reason']}), e.g. {example}: retried after a back-off, "
                 "or now with `python -m shared replay --status failed` once the cause is fixed"
             )
         elif o["reason"] in REFUSALS_FOR_A_PERSON:
-            out.append(f"{o['count']} blob(s) refused {o['reason']}, e.g. {o['example']}: {REFUSALS_FOR_A_PERSON[o['reason']]}")
+            out.append(f"{o['count']} blob(s) refused {o['reason']}, e.g. {example}: {REFUSALS_FOR_A_PERSON[o['reason']]}")
     gone = s["loaded_but_deleted_from_raw"]
     if gone:
         out.append(
-            f"{len(gone)} blob(s) loaded, then deleted from raw, e.g. {gone[0]}: their rows are still in PostgreSQL; "
+            f"{len(gone)} blob(s) loaded, then deleted from raw, e.g. {printable(gone[0])}: their rows are still in PostgreSQL; "
             "`python -m shared forget BLOB` removes them (or put the file back)"
         )
     return out
@@ -163,6 +166,14 @@ def _attention(s: dict[str, Any]) -> list[str]:
     return ["Needs a person:"] + [f"  - {line}" for line in s["needs_a_person"]]
 
 
+def _duplicates(r: dict[str, Any]) -> str:
+    """A share of duplicates that should surprise a user, said on the run's line (see report)."""
+    read, dup = r.get("read") or 0, r.get("duplicate") or 0
+    if read and dup > DUPLICATE_WARNING_SHARE * read:
+        return f"  WARNING: {dup / read:.0%} duplicates, check [dedup] mode (python -m shared report {printable(r['blob'])})"
+    return ""
+
+
 def _recent(s: dict[str, Any]) -> list[str]:
     if not s["recent"]:
         return []
@@ -176,5 +187,5 @@ def _recent(s: dict[str, Any]) -> list[str]:
         err = f" [{r['error']}]" if r["error"] else ""
         queue = is_parked(s["parked"], r["blob"])
         where = f" [parked in {queue}]" if queue else ""
-        lines.append(f"  {r['at'][:19]}  {r['status']:<10} {r['blob']}  {counts}{err}{where}")
+        lines.append(f"  {r['at'][:19]}  {r['status']:<10} {printable(r['blob'])}  {counts}{err}{where}{_duplicates(r)}")
     return lines
