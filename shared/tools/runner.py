@@ -340,7 +340,7 @@ class LocalHost:
                     key = (spec.name, name, etag)
                     with self._lock:
                         self._busy_blobs.add(key)
-                    inflight.add(self._watch(pool.submit(self.deliver_blob, spec, name, etag), f"{spec.name}: {name}"))
+                    inflight.add(self._watch(pool.submit(self._claimed_delivery, spec, name, etag), f"{spec.name}: {name}"))
                     started += 1
             elif spec.kind == "queueTrigger":
                 queue = self.services(spec.trigger["connection"])[1].get_queue_client(spec.trigger["queueName"])
@@ -451,17 +451,6 @@ class LocalHost:
         invocation path: retries, receipts and the poison queue as the host keeps them."""
         container, _ = path_pattern(spec.trigger["path"])
         key = (spec.name, name, etag)
-        if not self._claim(spec, name, etag):
-            with self._lock:
-                self._busy_blobs.discard(key)
-                self._blob_failures[key] = (self._blob_failures.get(key, (0, 0.0))[0], time.monotonic() + self.max_poll)
-            return
-        if self._has_receipt(spec, name, etag):  # another runner finished it since this one listed
-            self._release(spec, name, etag)
-            with self._lock:
-                self._receipt_set(spec).add((_name_hash(name), etag))
-                self._busy_blobs.discard(key)
-            return
         try:
             arg = self._blob_argument(spec, container, name)
             ok = self._call(spec, {spec.trigger["name"]: arg}, f"{container}/{name}")
@@ -483,9 +472,30 @@ class LocalHost:
                 with self._lock:
                     self._blob_failures[key] = (failures, time.monotonic() + self.retry_after.total_seconds())
         finally:
-            self._release(spec, name, etag)
             with self._lock:
                 self._busy_blobs.discard(key)
+
+    def _claimed_delivery(self, spec: FunctionSpec, name: str, etag: str) -> None:
+        """What the poll does with a new blob version: claim it, make sure no other runner
+        finished it since this one listed, deliver it, let the claim go. (``deliver_blob`` alone
+        is one delivery, as the host may make several of one event.)"""
+        key = (spec.name, name, etag)
+        try:
+            if not self._claim(spec, name, etag):
+                with self._lock:
+                    self._blob_failures[key] = (self._blob_failures.get(key, (0, 0.0))[0], time.monotonic() + self.max_poll)
+                return
+            try:
+                if self._has_receipt(spec, name, etag):
+                    with self._lock:
+                        self._receipt_set(spec).add((_name_hash(name), etag))
+                    return
+                self.deliver_blob(spec, name, etag)
+            finally:
+                self._release(spec, name, etag)
+        finally:
+            with self._lock:
+                self._busy_blobs.discard(key)  # also when storage failed the claim: the next poll tries again
 
     def _blob_argument(self, spec: FunctionSpec, container: str, name: str) -> Any:
         hint = spec.hints.get(spec.trigger["name"])
